@@ -1,0 +1,69 @@
+# seqtune — the README's commands.
+#   make run     venv + pinned install, then `dvc repro` (data -> train -> evaluate -> register)
+#   make test    venv + pinned install, then the whole test suite (fast + slow), as CI runs it
+#   make serve   import the champions into BentoML and serve them on 127.0.0.1:3000
+#   make bento   build the bento (models + Dockerfile inside)
+#   make bench   the benchmark scripts (print their figures)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PY := $(BIN)/python
+
+# Offline, quiet, reproducible: the same environment for run, test and CI.
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export BENTOML_DO_NOT_TRACK := true
+export TOKENIZERS_PARALLELISM := false
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export BENTOML_HOME ?= $(CURDIR)/bentoml_home
+export GIT_AUTHOR_NAME ?= seqtune
+export GIT_AUTHOR_EMAIL ?= seqtune@localhost
+export GIT_COMMITTER_NAME ?= seqtune
+export GIT_COMMITTER_EMAIL ?= seqtune@localhost
+
+.PHONY: install run test test-fast serve bento bench clean java
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed java
+
+java:
+	@command -v java >/dev/null || { echo "OPSIN needs Java: install it, e.g. 'sudo apt-get install -y default-jre-headless'"; exit 1; }
+
+run: install
+	@[ -d .git ] || git init -q
+	@[ -d .dvc ] || dvc init -q
+	dvc repro
+	seqtune registry list
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+serve: install
+	seqtune bento import
+	cd service && bentoml serve service:Seqtune --host 127.0.0.1 --port 3000
+
+bento: install
+	seqtune bento import
+	cd service && bentoml build
+
+bench: install
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf data/* metrics plots mlflow.db mlartifacts bentoml_home

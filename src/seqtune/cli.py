@@ -1,0 +1,175 @@
+"""The `seqtune` command line: one verb per stage, each calling the same `main()` that its
+DVC stage runs, plus the registry, the service and the report.
+
+    seqtune --help
+
+Errors a user can fix (bad params, missing model, no champion, no Java) are printed as one
+message with a non-zero exit, not a traceback; `--verbose` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from seqtune.config import DEFAULT_PARAMS
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune, track and serve small LMs for sequence tasks.")
+registry_app = typer.Typer(no_args_is_help=True, help="MLflow registry: list, show, promote, roll back champions.")
+bento_app = typer.Typer(no_args_is_help=True, help="BentoML: import champions into the model store.")
+app.add_typer(registry_app, name="registry")
+app.add_typer(bento_app, name="bento")
+
+log = logging.getLogger("seqtune")
+_state = {"verbose": False}
+
+ParamsOpt = typer.Option(DEFAULT_PARAMS, "--params", "-p", help="params.yaml to read.")
+
+
+class UserError(Exception):
+    """An error whose message tells the user what to do; printed without a traceback."""
+
+
+def _run(fn, *args, **kwargs):
+    from seqtune.config import ConfigError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, UserError, FileNotFoundError, KeyError, RuntimeError, ValueError) as e:
+        if _state["verbose"]:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs and full tracebacks.")):
+    from seqtune.log import setup_logging
+
+    _state["verbose"] = verbose
+    setup_logging(verbose)
+
+
+@app.command()
+def config(params: Path = ParamsOpt):
+    """Validate params.yaml and print it with defaults filled in."""
+    import yaml
+
+    from seqtune.config import load_params
+
+    p = _run(load_params, params)
+    typer.echo(yaml.safe_dump(p.model_dump(), sort_keys=False))
+
+
+@app.command()
+def molecules(params: Path = ParamsOpt):
+    """Stage `molecules`: read, standardise, dedupe and split the molecule source."""
+    from seqtune import molecules as stage
+
+    _run(stage.main, params=params)
+
+
+@app.command("base-model")
+def base_model(params: Path = ParamsOpt):
+    """Stage `base_model`: resolve the base model into data/base_model (safetensors)."""
+    from seqtune import models as stage
+
+    _run(stage.main, params=params)
+
+
+@app.command()
+def data(task: str = typer.Argument(..., help="Task name, e.g. smiles2iupac."), params: Path = ParamsOpt):
+    """Stage `data@TASK`: label molecules and write the instruction datasets."""
+    from seqtune import data as stage
+
+    _run(stage.main, task, params=params)
+
+
+@app.command()
+def train(task: str = typer.Argument(...), params: Path = ParamsOpt):
+    """Stage `train@TASK`: fine-tune the base model (resumes from the last checkpoint)."""
+    from seqtune import train as stage
+
+    _run(stage.main, task, params=params)
+
+
+@app.command()
+def evaluate(task: str = typer.Argument(...), params: Path = ParamsOpt):
+    """Stage `evaluate@TASK`: generate on the test set, score, compare with baselines."""
+    from seqtune import evaluate as stage
+
+    _run(stage.main, task, params=params)
+
+
+@app.command()
+def register(params: Path = ParamsOpt):
+    """Stage `register`: log each evaluated model to MLflow and move `champion` if it is better."""
+    from seqtune import registry as stage
+
+    _run(stage.main, params=params)
+
+
+@registry_app.command("list")
+def registry_list(params: Path = ParamsOpt):
+    """Every task's registered versions, metrics and aliases."""
+    from seqtune import registry
+
+    _run(registry.cli_list, params=params)
+
+
+@registry_app.command("show")
+def registry_show(task: str, params: Path = ParamsOpt):
+    """One task's versions, tags and alias history."""
+    from seqtune import registry
+
+    _run(registry.cli_show, task, params=params)
+
+
+@registry_app.command("promote")
+def registry_promote(
+    task: str,
+    version: int,
+    force: bool = typer.Option(False, "--force", help="Promote even if worse or scored on another test set."),
+    params: Path = ParamsOpt,
+):
+    """Move the champion alias to VERSION."""
+    from seqtune import registry
+
+    _run(registry.cli_promote, task, version, force=force, params=params)
+
+
+@registry_app.command("rollback")
+def registry_rollback(task: str, params: Path = ParamsOpt):
+    """Move the champion alias back to the version that held it before."""
+    from seqtune import registry
+
+    _run(registry.cli_rollback, task, params=params)
+
+
+@bento_app.command("import")
+def bento_import(params: Path = ParamsOpt):
+    """Import every task's champion from MLflow into the BentoML model store."""
+    from seqtune import bento
+
+    _run(bento.import_champions, params=params)
+
+
+@app.command()
+def predict(
+    task: str,
+    inputs: list[str] = typer.Argument(..., help="Inputs, e.g. SMILES strings."),
+    url: Optional[str] = typer.Option(None, help="A running service (http://127.0.0.1:3000); else load the champion."),
+    params: Path = ParamsOpt,
+):
+    """Predict with a running service or with the task's champion loaded directly."""
+    from seqtune import predict as mod
+
+    _run(mod.main, task, inputs, url=url, params=params)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,211 @@
+"""Typed, validated configuration: one model per `params.yaml` section.
+
+    seqtune config            # validates ./params.yaml and prints it resolved
+
+Every stage loads only its own section with `load_section("train")`. Unknown keys and bad
+values raise `ConfigError` whose message names the offending key (`train.epochs: ...`), so a
+typo in `dvc exp run -S trian.epochs=3` fails loudly instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seqtune.tasks import TASK_NAMES
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem a user can fix; the message names the key."""
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class MoleculesConfig(Section):
+    source: Literal["moses", "rdkit-samples", "file", "pubchem"] = "moses"
+    """Where molecules come from."""
+    path: str | None = None
+    """`file`: a .smi/.csv path. `pubchem`: a local CID-SMILES file (downloaded when null)."""
+    smiles_column: str = "SMILES"
+    """Column holding SMILES in a .csv file."""
+    max_raw: int = Field(30000, gt=0)
+    """Read at most this many raw records, in file order."""
+    min_heavy_atoms: int = Field(3, ge=1)
+    max_heavy_atoms: int = Field(24, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of the hash space that is test; a molecule's split never depends on sizes."""
+    split_by: Literal["inchikey", "scaffold"] = "inchikey"
+    workers: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MoleculesConfig:
+        if self.min_heavy_atoms > self.max_heavy_atoms:
+            raise ValueError("min_heavy_atoms must be <= max_heavy_atoms")
+        if self.source == "file" and not self.path:
+            raise ValueError("path is required when source is 'file'")
+        return self
+
+
+class DataConfig(Section):
+    n_train: int = Field(1000, gt=0)
+    """Train examples per task: a prefix in hash order, so growing it only adds."""
+    n_test: int = Field(1000, gt=0)
+    """Test examples per task; the same set for every n_train."""
+    format: Literal["plain", "instruction", "chat"] = "instruction"
+    workers: int = Field(2, ge=1)
+    chunk_size: int = Field(512, gt=0)
+
+
+class BaseModelConfig(Section):
+    name: str = "smollm2-135m"
+    """`smollm2-135m`, `gemma3-270m`, `tiny`, or any Hugging Face id or local path."""
+
+
+class LoraConfig(Section):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class TrainConfig(Section):
+    method: Literal["full", "lora"] = "full"
+    epochs: float = Field(1, gt=0)
+    learning_rate: float = Field(5e-4, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_length: int = Field(128, gt=8)
+    seed: int = 0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    group_by_length: bool = True
+    logging_steps: int = Field(5, gt=0)
+    save_steps: int = Field(50, gt=0)
+    val_size: int = Field(64, ge=0)
+    """Test items scored by generation after every epoch (0 = off)."""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class EvaluateConfig(Section):
+    n_eval: int = Field(200, gt=0)
+    batch_size: int = Field(32, gt=0)
+    max_new_tokens: int = Field(96, gt=0)
+    decoding: Literal["greedy", "beam", "verified"] = "greedy"
+    num_beams: int = Field(4, ge=1)
+    zero_shot_baseline: bool = True
+    size_buckets: list[int] = Field(default_factory=lambda: [10, 15, 20, 25, 30, 40, 60])
+
+    @field_validator("size_buckets")
+    @classmethod
+    def _sorted(cls, v: list[int]) -> list[int]:
+        if not v or v != sorted(set(v)):
+            raise ValueError("must be a non-empty, strictly increasing list of heavy-atom counts")
+        return v
+
+
+class RegisterConfig(Section):
+    model_prefix: str = "seqtune-"
+    alias: str = "champion"
+
+
+class MlflowConfig(Section):
+    tracking_uri: str | None = None
+    """None: sqlite:///<repo>/mlflow.db (absolute). MLFLOW_TRACKING_URI overrides."""
+    experiment: str = "seqtune"
+
+
+class ServeConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, gt=0, lt=65536)
+    max_batch_size: int = Field(32, gt=0)
+    max_latency_ms: int = Field(10000, gt=0)
+    max_items: int = Field(64, gt=0)
+    max_input_length: int = Field(300, gt=0)
+    decoding: Literal["greedy", "verified"] = "greedy"
+
+
+# `register` is a section name that shadows ABCMeta.register on the class; instances hold the
+# field value in their __dict__, so attribute access is unaffected. Silence the warning.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Params(Section):
+    tasks: list[str] = Field(default_factory=lambda: list(TASK_NAMES))
+    molecules: MoleculesConfig = Field(default_factory=MoleculesConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    base_model: BaseModelConfig = Field(default_factory=BaseModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    register: RegisterConfig = Field(default_factory=RegisterConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in TASK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {list(TASK_NAMES)}")
+        if not v or len(set(v)) != len(v):
+            raise ValueError("must be a non-empty list without duplicates")
+        return v
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: field.annotation for name, field in Params.model_fields.items() if name != "tasks"  # type: ignore[misc]
+}
+
+
+def _format_error(err: ValidationError, source: Path | str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return f"{source}: invalid parameters\n" + "\n".join(lines)
+
+
+def read_yaml(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: not found (run from the repository root, or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return raw
+
+
+def parse_params(raw: dict[str, Any], source: Path | str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Load and validate the whole file (every section, so a typo anywhere is caught)."""
+    return parse_params(read_yaml(path), path)
+
+
+def load_section(name: str, path: Path | str = DEFAULT_PARAMS) -> Any:
+    """Load one stage's section, validated; the rest of the file is validated too."""
+    if name not in SECTIONS and name != "tasks":
+        raise ConfigError(f"no params section {name!r}; sections: {['tasks', *SECTIONS]}")
+    return getattr(load_params(path), name)

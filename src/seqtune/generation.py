@@ -1,0 +1,142 @@
+"""Batched generation from a fine-tuned model folder: the one code path that evaluation,
+the MLflow model, the BentoML service and `seqtune predict` all use.
+
+    python -c "from seqtune.generation import Generator; print(Generator.load('data/models/smiles2formula').predict(['CCO']))"
+
+Real generation, never teacher forcing: prompts are left-padded, decoded with the KV cache,
+greedy by default, beam search or OPSIN-verified beams on request. Inputs are sorted by
+length before batching so a batch pads to similar lengths, and results return in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import nullcontext
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seqtune.formats import render_prompt
+from seqtune.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+MODEL_CARD = "seqtune.json"
+"""File in every fine-tuned model folder recording task, format and base model."""
+
+
+def pick_device() -> torch.device:
+    """CUDA > MPS > CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def read_model_card(model_dir: Path | str) -> dict:
+    path = Path(model_dir) / MODEL_CARD
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{model_dir} is not a seqtune model folder (no {MODEL_CARD}); "
+            "train one with `seqtune train TASK` or `dvc repro`"
+        )
+    return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class Prediction:
+    output: str
+    verified: bool | None = None
+    """True when the task proved the output right for the input (smiles2iupac: OPSIN
+    round-trip); None when the task cannot check or checking was not asked for."""
+
+
+class Generator:
+    """A model + tokenizer + the task and format it was trained for."""
+
+    def __init__(self, model, tokenizer, *, task: str, fmt: str, max_new_tokens: int = 96, batch_size: int = 32):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.task = get_task(task)
+        self.format = fmt
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        # Decoder-only generation must be left-padded so every prompt ends where output begins.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @classmethod
+    def load(cls, model_dir: Path | str, *, device: torch.device | str | None = None, **kw) -> Generator:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        card = read_model_card(model_dir)
+        device = torch.device(device) if device else pick_device()
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        return cls(model, tokenizer, task=card["task"], fmt=card["format"], **kw)
+
+    def prompts(self, sources: Sequence[str]) -> list[str]:
+        return [render_prompt(self.format, self.task, s, self.tokenizer) for s in sources]
+
+    @torch.inference_mode()
+    def generate(self, sources: Sequence[str], *, num_beams: int = 1, num_return_sequences: int = 1) -> list[list[str]]:
+        """`num_return_sequences` decoded outputs per source, best first, in input order."""
+        if not sources:
+            return []
+        prompts = self.prompts(sources)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[list[str]] = [[] for _ in prompts]
+        device = self.model.device
+        # bf16 autocast on CPU measured ~1.6x faster than fp32 here; CUDA models load in bf16.
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if device.type == "cpu" else nullcontext()
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            with autocast:
+                gen = self.model.generate(
+                    **enc,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    num_beams=num_beams,
+                    num_return_sequences=num_return_sequences,
+                    use_cache=True,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+            for j, i in enumerate(idx):
+                out[i] = texts[j * num_return_sequences : (j + 1) * num_return_sequences]
+        return out
+
+    def predict(self, sources: Sequence[str], *, decoding: str = "greedy", num_beams: int = 4) -> list[Prediction]:
+        """One prediction per source. `verified` decoding keeps the first of `num_beams`
+        beams the task can verify, else the top beam."""
+        if decoding == "greedy":
+            outs = [c[0] for c in self.generate(sources)]
+        elif decoding == "beam":
+            outs = [c[0] for c in self.generate(sources, num_beams=num_beams)]
+        elif decoding == "verified":
+            cands = self.generate(sources, num_beams=num_beams, num_return_sequences=num_beams)
+            flat_src = [s for s, c in zip(sources, cands) for _ in c]
+            flat_out = [o for c in cands for o in c]
+            ok = self.task.verify(flat_src, flat_out)
+            if ok is None:
+                return [Prediction(c[0]) for c in cands]
+            preds, k = [], 0
+            for c in cands:
+                flags = ok[k : k + len(c)]
+                k += len(c)
+                hit = next((o for o, f in zip(c, flags) if f), None)
+                preds.append(Prediction(hit, True) if hit is not None else Prediction(c[0], False))
+            return preds
+        else:
+            raise ValueError(f"unknown decoding {decoding!r}; choose greedy, beam or verified")
+        return [Prediction(o) for o in outs]
+

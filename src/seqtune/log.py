@@ -1,0 +1,24 @@
+"""Logging setup shared by the CLI and the stages (rich handler, one format).
+
+    seqtune --verbose data smiles2iupac
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("SEQTUNE_LOG", "INFO").upper(), logging.INFO)
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("urllib3", "filelock", "httpx", "alembic", "mlflow.store", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

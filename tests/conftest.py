@@ -1,0 +1,70 @@
+"""Shared fixtures: an offline, isolated environment and a tiny in-process model.
+
+    make test            # or: .venv/bin/python -m pytest -q -m "not slow"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Offline and quiet before anything imports transformers/mlflow/dvc/bentoml.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for k, v in {
+    "GIT_AUTHOR_NAME": "seqtune-tests",
+    "GIT_AUTHOR_EMAIL": "tests@localhost",
+    "GIT_COMMITTER_NAME": "seqtune-tests",
+    "GIT_COMMITTER_EMAIL": "tests@localhost",
+}.items():
+    os.environ.setdefault(k, v)
+
+import torch  # noqa: E402
+
+# Tiny models on 2 cores: one thread is dramatically faster than oversubscribing.
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_stores(tmp_path, monkeypatch):
+    """Every test gets its own MLflow store and BentoML home (absolute paths)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random 2-layer Llama with a character tokenizer (built once per session)."""
+    from seqtune.models import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "base")
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    """Write a params.yaml (shipped file + overrides) into tmp_path and return its path.
+
+    Usage: params_file({"data": {"n_train": 10}})"""
+    import yaml
+
+    def make(overrides: dict | None = None) -> Path:
+        raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        for section, values in (overrides or {}).items():
+            if isinstance(values, dict) and isinstance(raw.get(section), dict):
+                raw[section].update(values)
+            else:
+                raw[section] = values
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    return make

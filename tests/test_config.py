@@ -1,0 +1,64 @@
+"""Config validation: the shipped params.yaml is valid; mistakes name their key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from seqtune.config import ConfigError, Params, load_params, load_section, parse_params
+from tests.conftest import REPO
+
+
+def test_shipped_params_yaml_is_valid():
+    p = load_params(REPO / "params.yaml")
+    assert isinstance(p, Params)
+    assert p.tasks == ["smiles2iupac", "smiles2formula", "iupac2smiles"]
+
+
+def test_shipped_params_sets_every_field_explicitly():
+    # Everything a user can change lives in params.yaml: no section may rely on a hidden default.
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, field in Params.model_fields.items():
+        assert name in raw, f"params.yaml lacks section {name}"
+        if name == "tasks":
+            continue
+        model = field.annotation
+        missing = set(model.model_fields) - set(raw[name])
+        assert not missing, f"params.yaml section {name} lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"trian": {}}, "trian: unknown key"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"train": {"epoch": 3}}, "train.epoch: unknown key"),
+        ({"train": {"lora": {"rank": 3}}}, "train.lora.rank: unknown key"),
+        ({"data": {"format": "xml"}}, "data.format"),
+        ({"molecules": {"source": "file"}}, "path is required"),
+        ({"tasks": ["smiles2iupac", "nope"]}, "unknown task"),
+        ({"evaluate": {"size_buckets": [20, 10]}}, "evaluate.size_buckets"),
+    ],
+)
+def test_bad_values_name_the_key(raw, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw, "params.yaml")
+    assert needle in str(e.value)
+
+
+def test_load_section_returns_typed_section(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": {"epochs": 3, "method": "lora"}}))
+    train = load_section("train", path)
+    assert train.epochs == 3 and train.method == "lora" and train.lora.r == 16
+
+
+def test_missing_and_malformed_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ConfigError, match="no params section"):
+        load_section("nope", REPO / "params.yaml")

@@ -1,0 +1,250 @@
+"""Stage `data@<task>`: label molecules with a task and write instruction datasets.
+
+    seqtune data smiles2iupac        # or: dvc repro data@smiles2iupac
+
+Reads `data/molecules/molecules.parquet` (sorted by split hash) and labels train-split
+molecules in that order, chunk by chunk, until `data.n_train` are kept, then test-split
+molecules until `data.n_test` are kept. So the train set for n_train=1000 is a prefix of the
+one for n_train=3000, and every n_train shares the same test set.
+
+Writes `data/datasets/<task>/{train,test}.parquet` (source, target, smiles, inchikey,
+heavy_atoms, prompt, completion) and `stats.json` (format, counts kept/dropped by reason,
+target lengths, timing, `data_hash` of the train rows and `test_hash` of the test set).
+
+Labels are cached in `data/cache/labels/labels.sqlite`, keyed by task, labeller version and
+SMILES: re-runs and larger n_train label only new molecules, with identical results.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from seqtune import paths
+from seqtune.config import DEFAULT_PARAMS, DataConfig, load_section
+from seqtune.formats import render_completion, render_prompt
+from seqtune.io import atomic_dir, rows_sha256, write_json
+from seqtune.tasks import get_task
+from seqtune.tasks.base import Labelled, Task
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["source", "target", "smiles", "inchikey", "heavy_atoms", "prompt", "completion"]
+PIPELINE_DEPTH = 2
+"""Chunks in flight: one verifying (OPSIN, a JVM subprocess) while the next is named."""
+TEST_SET_FIELDS = ("source", "target", "smiles")
+"""What identifies the test set: the prompt format is not part of it, so models trained with
+different formats are still compared on the same test set."""
+
+
+class LabelCache:
+    """Task labels keyed by (task, labeller version, SMILES) in one sqlite file."""
+
+    def __init__(self, path: Path, task: str, version: str):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS labels (task TEXT, version TEXT, smiles TEXT, source TEXT, "
+            "target TEXT, reason TEXT, PRIMARY KEY (task, version, smiles))"
+        )
+        self.task, self.version = task, version
+
+    def get(self, smiles: Sequence[str]) -> dict[str, Labelled]:
+        found: dict[str, Labelled] = {}
+        for i in range(0, len(smiles), 500):  # sqlite's limit on bound parameters
+            part = list(smiles[i : i + 500])
+            q = f"SELECT smiles, source, target, reason FROM labels WHERE task=? AND version=? AND smiles IN ({','.join('?' * len(part))})"
+            for smi, src, tgt, reason in self.db.execute(q, [self.task, self.version, *part]):
+                found[smi] = Labelled(source=src, target=tgt, reason=reason)
+        return found
+
+    def put(self, labels: dict[str, Labelled]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
+            [(self.task, self.version, s, lab.source, lab.target, lab.reason) for s, lab in labels.items()],
+        )
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _start_label(labeller: Task, smiles: list[str], workers: int, executor: Executor) -> Future[list[Labelled]]:
+    """Label `smiles`, leaving any slow verification running on `executor` when the task can."""
+    start = getattr(labeller, "label_async", None)
+    if start is not None:
+        return start(smiles, workers=workers, executor=executor)
+    done: Future[list[Labelled]] = Future()
+    done.set_result(labeller.label(smiles, workers=workers))
+    return done
+
+
+def collect(
+    mols: pd.DataFrame, n: int, task: Task, cfg: DataConfig, cache: LabelCache | None, *, desc: str
+) -> tuple[list[dict], Counter, dict]:
+    """The first `n` molecules of `mols` (in its order) that the task can label.
+
+    Labels chunk by chunk, one chunk verifying in the background while the next is labelled.
+    A chunk is never much larger than what is still needed, so small requests stay cheap, and
+    the result is the same whatever the chunking. Returns rows, drop counts by reason and
+    counters for the stats."""
+    rows: list[dict] = []
+    dropped: Counter = Counter()
+    timing = {"labelled": 0, "labelled_kept": 0, "cached": 0, "label_seconds": 0.0}
+    # A derived task (iupac2smiles) labels through its base task and turns the labels around.
+    base = getattr(task, "label_base", None)
+    labeller = get_task(base) if base else task
+    derive = task.from_base if base else (lambda lab: lab)  # type: ignore[attr-defined]
+    records = mols.to_dict("records")
+    pos = 0
+    # (chunk, cached labels, labelled SMILES, future of their labels), in molecule order.
+    inflight: deque[tuple[list[dict], dict[str, Labelled], list[str], Future | None]] = deque()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(1) as verifier, tqdm(total=n, desc=desc, unit="ex", mininterval=1.0) as bar:
+        while len(rows) < n:
+            # Keep PIPELINE_DEPTH chunks in flight, sized by what is still needed assuming
+            # the in-flight ones are all kept (+10% slack for drops).
+            while len(inflight) < PIPELINE_DEPTH and pos < len(records):
+                need = n - len(rows) - sum(len(c) for c, *_ in inflight)
+                if need <= 0:
+                    break
+                chunk = records[pos : pos + min(cfg.chunk_size, math.ceil(need * 1.1) + 8)]
+                pos += len(chunk)
+                smiles = [m["smiles"] for m in chunk]
+                cached = cache.get(smiles) if cache else {}
+                misses = [s for s in dict.fromkeys(smiles) if s not in cached]
+                fut = _start_label(labeller, misses, cfg.workers, verifier) if misses else None
+                inflight.append((chunk, cached, misses, fut))
+            if not inflight:
+                break
+            chunk, labels, misses, fut = inflight.popleft()
+            timing["cached"] += len(labels)
+            if fut is not None:
+                fresh = dict(zip(misses, fut.result()))
+                timing["labelled"] += len(misses)
+                timing["labelled_kept"] += sum(lab.kept for lab in fresh.values())
+                if cache:
+                    cache.put(fresh)
+                labels = {**labels, **fresh}
+            for m in chunk:
+                if len(rows) == n:
+                    break
+                lab = derive(labels[m["smiles"]])
+                if not lab.kept:
+                    dropped[lab.reason or "unknown"] += 1
+                    continue
+                rows.append(
+                    {
+                        "source": lab.source,
+                        "target": lab.target,
+                        "smiles": m["smiles"],
+                        "inchikey": m["inchikey"],
+                        "heavy_atoms": int(m["heavy_atoms"]),
+                    }
+                )
+                bar.update(1)
+        # Chunks labelled ahead but not needed still go to the cache (a larger n_train uses them).
+        for _chunk, _labels, misses, fut in inflight:
+            if fut is not None and cache:
+                cache.put(dict(zip(misses, fut.result())))
+    if timing["labelled"]:
+        timing["label_seconds"] = time.perf_counter() - t0
+    return rows, dropped, timing
+
+
+def _load_tokenizer(fmt: str):
+    if fmt != "chat":
+        return None
+    if not (paths.BASE_MODEL / "tokenizer_config.json").exists():
+        raise FileNotFoundError(
+            f"data.format 'chat' uses the base model's chat template, but {paths.BASE_MODEL} has no tokenizer: "
+            "run `seqtune base-model` (or `dvc repro base_model`) first"
+        )
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(paths.BASE_MODEL)
+
+
+def _length_stats(values: list[int]) -> dict:
+    if not values:
+        return {}
+    s = pd.Series(values)
+    return {"min": int(s.min()), "mean": round(float(s.mean()), 2), "p95": int(s.quantile(0.95)), "max": int(s.max())}
+
+
+def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) -> dict:
+    """Run the stage for `task`; returns the stats written to stats.json."""
+    cfg: DataConfig = load_section("data", params)
+    t = get_task(task)
+    mol_file = paths.MOLECULES / "molecules.parquet"
+    if not mol_file.exists():
+        raise FileNotFoundError(f"{mol_file} not found: run `seqtune molecules` (or `dvc repro molecules`) first")
+    mols = pd.read_parquet(mol_file)
+    # The molecules stage writes hash order already; sorting again makes it a contract here.
+    mols = mols.sort_values(["hash", "inchikey"], kind="stable")
+    tokenizer = _load_tokenizer(cfg.format)
+    labeller = get_task(getattr(t, "label_base", task))
+    version = getattr(labeller, "label_version", "1")
+    cache = LabelCache(paths.LABEL_CACHE / "labels.sqlite", labeller.name, version) if use_cache else None
+    start = time.perf_counter()
+    try:
+        train, drop_train, tim_train = collect(mols[mols.split == "train"], cfg.n_train, t, cfg, cache, desc=f"{task} train")
+        test, drop_test, tim_test = collect(mols[mols.split == "test"], cfg.n_test, t, cfg, cache, desc=f"{task} test")
+    finally:
+        if cache:
+            cache.close()
+    for name, rows, n in (("train", train, cfg.n_train), ("test", test, cfg.n_test)):
+        if not rows:
+            raise ValueError(
+                f"{task}: no {name} examples could be labelled from {len(mols)} molecules in {mol_file}; "
+                "use more molecules (molecules.max_raw) or check the molecule source"
+            )
+        if len(rows) < n:
+            log.warning(
+                "%s: only %d %s examples available (asked for %d); raise molecules.max_raw for more",
+                task, len(rows), name, n,
+            )
+    for r in train + test:
+        r["prompt"] = render_prompt(cfg.format, t, r["source"], tokenizer)
+        r["completion"] = render_completion(cfg.format, r["target"])
+    seconds = time.perf_counter() - start
+    label_seconds = tim_train["label_seconds"] + tim_test["label_seconds"]
+    labelled = tim_train["labelled"] + tim_test["labelled"]
+    kept_fresh = tim_train["labelled_kept"] + tim_test["labelled_kept"]
+    stats = {
+        "task": task,
+        "format": cfg.format,
+        "label_version": version,
+        "n_train_requested": cfg.n_train,
+        "n_test_requested": cfg.n_test,
+        "train": len(train),
+        "test": len(test),
+        "dropped": {"train": dict(sorted(drop_train.items())), "test": dict(sorted(drop_test.items()))},
+        "target_chars": _length_stats([len(r["target"]) for r in train + test]),
+        "source_chars": _length_stats([len(r["source"]) for r in train + test]),
+        "labelled": labelled,
+        "from_cache": tim_train["cached"] + tim_test["cached"],
+        "label_seconds": round(label_seconds, 2),
+        "pairs_per_s": round(kept_fresh / label_seconds, 1) if label_seconds > 0 else None,
+        "seconds": round(seconds, 2),
+        "data_hash": rows_sha256([{k: r[k] for k in COLUMNS} for r in train]),
+        "test_hash": rows_sha256([{k: r[k] for k in TEST_SET_FIELDS} for r in test]),
+    }
+    with atomic_dir(paths.dataset_dir(task)) as out:
+        for name, rows in (("train", train), ("test", test)):
+            pd.DataFrame(rows, columns=COLUMNS).astype({"heavy_atoms": "int64"}).to_parquet(out / f"{name}.parquet", index=False)
+        write_json(out / "stats.json", stats)
+    log.info(
+        "%s: %d train + %d test examples (%s format), dropped %s, %.1fs",
+        task, len(train), len(test), cfg.format, stats["dropped"], seconds,
+    )
+    return stats

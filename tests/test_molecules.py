@@ -1,0 +1,133 @@
+"""Stage `molecules`: standardisation, dedupe, the stable hash split and bad input.
+
+    .venv/bin/python -m pytest -q tests/test_molecules.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from seqtune import molecules, paths
+from seqtune.tasks.chem import canonical_smiles
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _run(params_file, tmp_path, monkeypatch, **mol_overrides) -> tuple[pd.DataFrame, dict]:
+    monkeypatch.chdir(tmp_path)
+    molecules.main(params=params_file({"molecules": mol_overrides}))
+    df = pd.read_parquet(paths.MOLECULES / "molecules.parquet")
+    stats = json.loads((paths.MOLECULES / "stats.json").read_text())
+    return df, stats
+
+
+@pytest.mark.parametrize(
+    "raw, smiles, reason",
+    [
+        ("OCC", "CCO", None),
+        ("CC(=O)[O-].[Na+]", "CC(=O)O", None),  # largest fragment, then neutralised
+        ("CC[NH3+].[Cl-]", "CCN", None),
+        ("C[N+](C)(C)CC(=O)[O-]", "C[N+](C)(C)CC(=O)[O-]", None),  # zwitterion: no neutral form
+        ("CC(=O)O[Sn](C)(C)C", None, "metal"),
+        ("[CH2]CC", None, "radical"),
+        ("[2H]OCC", None, "isotope"),
+        ("*CC", None, "wildcard_atom"),
+        ("C", None, "too_small"),
+        ("C" * 30, None, "too_large"),
+        ("C1CC", None, "unparsable"),
+        ("", None, "empty_record"),
+        ("  ", None, "empty_record"),
+    ],
+)
+def test_standardise(raw, smiles, reason):
+    got = molecules.standardise(raw, 3, 24)
+    assert got.reason == reason
+    assert got.smiles == smiles
+    if smiles:
+        assert canonical_smiles(got.smiles) == got.smiles  # a fixed point: tasks get it back
+        assert len(got.inchikey) == 27 and got.heavy_atoms >= 3
+
+
+def test_split_depends_only_on_the_key():
+    h = molecules.split_hash("LFQSCWFLJHTTHZ-UHFFFAOYSA-N")
+    assert h == molecules.split_hash("LFQSCWFLJHTTHZ-UHFFFAOYSA-N") and len(h) == 40
+    splits = [molecules.split_of(molecules.split_hash(str(i)), 0.2) for i in range(4000)]
+    assert 0.17 < splits.count("test") / len(splits) < 0.23
+
+
+@given(st.text(min_size=1, max_size=30), st.floats(0.01, 0.98), st.floats(0.0, 0.01))
+def test_growing_test_fraction_never_moves_test_to_train(key, frac, extra):
+    h = molecules.split_hash(key)
+    if molecules.split_of(h, frac) == "test":
+        assert molecules.split_of(h, frac + extra) == "test"
+
+
+def test_main_on_a_user_file(params_file, tmp_path, monkeypatch):
+    df, stats = _run(params_file, tmp_path, monkeypatch, source="file", path=str(FIXTURES / "molecules.smi"), workers=1)
+    assert list(df.columns) == ["smiles", "inchikey", "heavy_atoms", "split", "hash"]
+    assert df.heavy_atoms.dtype == "int64"
+    assert df.inchikey.is_unique
+    assert list(df.hash) == sorted(df.hash)
+    assert set(df.split) <= {"train", "test"}
+    assert all(df.hash == df.inchikey.map(molecules.split_hash))
+    assert all(df.split == df.hash.map(lambda h: molecules.split_of(h, 0.2)))
+    # CCO and OCC are one molecule; D- and L-alanine are two.
+    assert sorted(df.smiles) == sorted(
+        ["CCO", "c1ccccc1", "CC(=O)O", "CCN", "CC(=O)Oc1ccccc1C(=O)O", "Cn1c(=O)c2c(ncn2C)n(C)c1=O",
+         "C[C@H](N)C(=O)O", "C[C@@H](N)C(=O)O", "Clc1ccc(Cl)cc1"]
+    )
+    assert stats["read"] == 16 and stats["kept"] == 9 == stats["train"] + stats["test"]
+    assert stats["dropped"] == {
+        "duplicate": 1, "isotope": 1, "metal": 1, "radical": 1, "too_large": 1, "too_small": 1, "unparsable": 1,
+    }
+    assert stats["seconds"] >= 0 and stats["source"].startswith("file")
+
+
+def test_split_never_depends_on_corpus_size(params_file, tmp_path, monkeypatch):
+    small, _ = _run(params_file, tmp_path, monkeypatch, source="rdkit-samples", max_raw=300, workers=1)
+    big, _ = _run(params_file, tmp_path, monkeypatch, source="rdkit-samples", max_raw=1200, workers=2)
+    assert len(big) > 2 * len(small)
+    merged = small.merge(big, on="inchikey", suffixes=("_s", "_b"))
+    assert len(merged) == len(small)  # every molecule of the small corpus is in the big one...
+    assert (merged.split_s == merged.split_b).all() and (merged.hash_s == merged.hash_b).all()  # ...unmoved
+    assert (merged.smiles_s == merged.smiles_b).all()  # parallel standardisation == serial
+
+
+def test_scaffold_split_keeps_a_scaffold_on_one_side(params_file, tmp_path, monkeypatch):
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    df, stats = _run(params_file, tmp_path, monkeypatch, source="rdkit-samples", max_raw=400, split_by="scaffold", workers=1)
+    df["scaffold"] = df.smiles.map(lambda s: MurckoScaffold.MurckoScaffoldSmiles(smiles=s))
+    assert (df.groupby("scaffold").split.nunique() == 1).all()
+    assert df.scaffold.duplicated().any()  # the check above is not vacuous
+    assert stats["split_by"] == "scaffold" and stats["test"] > 0 and stats["train"] > 0
+    assert list(df.hash) == sorted(df.hash)
+
+
+def test_nothing_usable_is_a_clear_error(params_file, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.smi"
+    bad.write_text("C1CC\n[Cu]\nnot_smiles\n")
+    with pytest.raises(ValueError, match=r"no usable molecules.*read 3 records.*'unparsable': 2.*smiles_column"):
+        _run(params_file, tmp_path, monkeypatch, source="file", path=str(bad))
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match="read 0 records"):
+        _run(params_file, tmp_path, monkeypatch, source="file", path=str(tmp_path / "empty.csv"))
+    assert not (tmp_path / paths.MOLECULES).exists()  # nothing half-written
+
+
+def test_cli_prints_the_error_without_traceback(params_file, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from seqtune.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    p = params_file({"molecules": {"source": "file", "path": str(FIXTURES / "molecules.csv"), "smiles_column": "smiles"}})
+    r = CliRunner().invoke(app, ["molecules", "--params", str(p)])
+    assert r.exit_code == 2
+    assert "no column 'smiles'" in r.output and "Traceback" not in r.output

@@ -29,3 +29,14 @@ def test_default_uri_is_absolute_sqlite_in_repo(tmp_path, monkeypatch):
 def test_env_var_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
     assert tracking_uri("sqlite:///x.db", tmp_path) == "http://127.0.0.1:5001"
+
+
+def test_artifacts_live_beside_the_sqlite_store(tmp_path, monkeypatch):
+    from seqtune.tracking import setup_mlflow
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)  # the cwd must not decide where artifacts go
+    mlflow = setup_mlflow(None, "exp-a")
+    exp = mlflow.get_experiment_by_name("exp-a")
+    assert exp.artifact_location == (tmp_path / "mlartifacts").as_uri()

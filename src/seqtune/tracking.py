@@ -42,9 +42,12 @@ def tracking_uri(configured: str | None = None, root: Path | str | None = None) 
     return uri
 
 
-def artifact_location(root: Path | str | None = None) -> str:
-    """Artifact folder for experiments created in the default sqlite store."""
-    return (repo_root(root) / "mlartifacts").as_uri()
+def artifact_location(uri: str) -> str | None:
+    """Artifact folder for a new experiment: `mlartifacts/` beside a sqlite store's file, so
+    a store and its artifacts always travel together (None: the server decides)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
 
 
 def setup_mlflow(configured: str | None = None, experiment: str = "seqtune"):
@@ -56,8 +59,7 @@ def setup_mlflow(configured: str | None = None, experiment: str = "seqtune"):
     try:
         exp = mlflow.get_experiment_by_name(experiment)
         if exp is None:
-            loc = artifact_location() if uri.startswith("sqlite:") else None
-            mlflow.create_experiment(experiment, artifact_location=loc)
+            mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
         mlflow.set_experiment(experiment)
     except Exception as e:  # noqa: BLE001 — any store failure becomes one actionable message
         raise RuntimeError(

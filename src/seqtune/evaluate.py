@@ -1,0 +1,311 @@
+"""Stage `evaluate@<task>`: score the saved fine-tuned model by real generation on the test set.
+
+    seqtune evaluate smiles2iupac        # or: dvc repro evaluate@smiles2iupac
+
+Loads the exact folder that gets registered and served (`data/models/<task>`), generates for
+the first `evaluate.n_eval` test items (batched, left-padded, KV cache; greedy, beam or
+verified beams), scores with the task plug-in, and puts the rule-based tool and the zero-shot
+base model beside it on the same items. Writes `metrics/<task>.json`, plot data and PNGs
+under `plots/<task>/`, per-item results in `data/predictions/<task>.jsonl`, and logs all of
+it into the model's training run in MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from seqtune import paths
+from seqtune.config import DEFAULT_PARAMS, EvaluateConfig, load_params
+from seqtune.io import atomic_dir, atomic_path, rows_sha256, write_json
+from seqtune.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+RULE, ZERO_SHOT, GREEDY = "baseline_rule", "baseline_zero_shot", "greedy"
+
+
+# ---------------------------------------------------------------------------------------
+# scoring helpers
+
+
+def mean_metrics(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Mean of every per-item metric (keys of the first row)."""
+    if not rows:
+        return {}
+    return {k: sum(float(r[k]) for r in rows) / len(rows) for k in rows[0]}
+
+
+def bucket_label(heavy_atoms: int, edges: Sequence[int]) -> str:
+    """`lo-hi` (inclusive) bucket of a heavy-atom count; below the first edge is `0-<e0-1>`,
+    from the last edge up is `<e_last>+`."""
+    lo = 0
+    for edge in edges:
+        if heavy_atoms < edge:
+            return f"{lo}-{edge - 1}"
+        lo = edge
+    return f"{lo}+"
+
+
+def by_size(
+    heavy_atoms: Sequence[int], scores: Mapping[str, Sequence[Mapping[str, float]]], edges: Sequence[int], primary: str
+) -> list[dict[str, Any]]:
+    """Per non-empty bucket, in size order: n, every metric of the model (`scores["model"]`)
+    and each baseline's primary metric (`<baseline>.<primary>`)."""
+    labels = [bucket_label(int(h), edges) for h in heavy_atoms]
+    order = [bucket_label(e - 1, edges) for e in edges] + [bucket_label(edges[-1], edges)]
+    out = []
+    for label in order:
+        idx = [i for i, b in enumerate(labels) if b == label]
+        if not idx:
+            continue
+        row: dict[str, Any] = {"heavy_atoms": label, "n": len(idx)}
+        row.update(mean_metrics([scores["model"][i] for i in idx]))
+        for name, rows in scores.items():
+            if name != "model":
+                row[f"{name}.{primary}"] = mean_metrics([rows[i] for i in idx])[primary]
+        out.append(row)
+    return out
+
+
+def by_epoch(model_dir: Path) -> list[dict[str, Any]]:
+    """The model folder's per-epoch record: {"epoch", numeric metrics...} per epoch."""
+    path = model_dir / "epochs.json"
+    if not path.exists():
+        log.warning("%s not found: no per-epoch plot data", path)
+        return []
+    rows = json.loads(path.read_text())
+    keep = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    return [{k: v for k, v in r.items() if keep(v)} for r in rows if "epoch" in r]
+
+
+# ---------------------------------------------------------------------------------------
+# generation
+
+
+def _predict(generator, sources: Sequence[str], *, decoding: str, num_beams: int, batch_size: int, desc: str):
+    """Generator.predict in length-sorted chunks (one progress step per batch), input order."""
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    preds: list[Any] = [None] * len(sources)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        idx = order[start : start + batch_size]
+        for i, p in zip(idx, generator.predict([sources[i] for i in idx], decoding=decoding, num_beams=num_beams)):
+            preds[i] = p
+    return preds
+
+
+def _require_base_model() -> None:
+    if not (paths.BASE_MODEL / "config.json").exists():
+        raise FileNotFoundError(
+            f"no base model at {paths.BASE_MODEL} for the zero-shot baseline: run `seqtune base-model` "
+            "(or `dvc repro`), or set evaluate.zero_shot_baseline: false"
+        )
+
+
+def _base_generator(task: str, fmt: str, cfg: EvaluateConfig):
+    """The zero-shot base model with the same prompt format and the same Generator code."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from seqtune.generation import Generator, pick_device
+
+    _require_base_model()
+    device = pick_device()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(paths.BASE_MODEL, dtype=dtype).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(paths.BASE_MODEL)
+    return Generator(model, tokenizer, task=task, fmt=fmt, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+
+
+# ---------------------------------------------------------------------------------------
+# plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png_by_epoch(path: Path, epochs: list[dict], primary: str, baselines: Mapping[str, float]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+
+    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    xs = [r["epoch"] for r in epochs]
+    for key in sorted({k for r in epochs for k in r if k.startswith("val_")}):
+        if key.endswith("_len"):
+            continue  # lengths are not on the [0, 1] scale
+        ax.plot(xs, [r.get(key) for r in epochs], marker="o", lw=2 if key == f"val_{primary}" else 1, label=key)
+    for (name, value), style in zip(baselines.items(), ("--", ":")):
+        ax.axhline(value, ls=style, color="grey", label=f"{name} ({value:.3f})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="metric (validation subset)", title=f"{primary} by epoch", ylim=(-0.02, 1.02))
+    for key in ("loss", "eval_loss"):
+        if any(key in r for r in epochs):
+            ax_loss.plot(xs, [r.get(key) for r in epochs], marker="o", label=key)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss by epoch")
+    if not epochs:
+        ax.text(0.5, 0.5, "no per-epoch metrics recorded", ha="center", transform=ax.transAxes)
+    for a in (ax, ax_loss):
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _png_by_size(path: Path, rows: list[dict], primary: str, series: Sequence[str]) -> None:
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(series)
+    for k, name in enumerate(series):
+        key = primary if name == "model" else f"{name}.{primary}"
+        bars = ax.bar([i + (k - (len(series) - 1) / 2) * width for i in range(len(rows))], [r[key] for r in rows],
+                      width=width, label="fine-tuned" if name == "model" else name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)  # a zero bar is otherwise invisible
+    ax.set_xticks(range(len(rows)), [f"{r['heavy_atoms']}\n(n={r['n']})" for r in rows])
+    ax.set(xlabel="heavy atoms", ylabel=primary, title=f"{primary} by molecule size", ylim=(0, 1.05))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# the stage
+
+
+def _load_inputs(task: str, n_eval: int) -> tuple[Path, dict, list[dict], dict]:
+    import pandas as pd
+
+    from seqtune.generation import read_model_card
+
+    model_dir = paths.model_dir(task)
+    if not model_dir.exists():
+        raise FileNotFoundError(
+            f"no fine-tuned model for {task} at {model_dir}: run `seqtune train {task}` (or `dvc repro`) first"
+        )
+    card = read_model_card(model_dir)
+    if card.get("task") != task:
+        raise ValueError(f"{model_dir} holds a {card.get('task')!r} model, not {task!r}; retrain it")
+    test = paths.dataset_dir(task) / "test.parquet"
+    if not test.exists():
+        raise FileNotFoundError(f"no test set for {task} at {test}: run `seqtune data {task}` (or `dvc repro`) first")
+    stats_path = paths.dataset_dir(task) / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    rows = pd.read_parquet(test).head(n_eval).to_dict("records")
+    if not rows:
+        raise ValueError(f"{test} has no rows: rebuild the data with `seqtune data {task}`")
+    return model_dir, card, rows, stats
+
+
+def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Run the stage; returns the metrics written to metrics/<task>.json."""
+    from seqtune.generation import Generator
+    from seqtune.registry_store import flat_metrics, start_model_run
+    from seqtune.tracking import setup_mlflow
+
+    p = load_params(params)
+    cfg, mcfg = p.evaluate, p.mlflow
+    t = get_task(task)
+    model_dir, card, rows, stats = _load_inputs(task, cfg.n_eval)
+    if cfg.zero_shot_baseline:
+        _require_base_model()  # fail before minutes of generation, not after
+    mlflow = setup_mlflow(mcfg.tracking_uri, mcfg.experiment)  # likewise: a broken store fails now
+    sources = [r["source"] for r in rows]
+    primary = t.primary_metric
+    log.info("evaluating %s on %d test items (%s decoding)", model_dir, len(rows), cfg.decoding)
+
+    gen = Generator.load(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    t0 = time.perf_counter()
+    preds = _predict(gen, sources, decoding=cfg.decoding, num_beams=cfg.num_beams, batch_size=cfg.batch_size, desc=task)
+    seconds = time.perf_counter() - t0
+    outputs = {"model": [pr.output for pr in preds]}
+    if cfg.decoding == "verified":
+        # The gain of verified beams is only visible next to plain greedy on the same items.
+        outputs[GREEDY] = [pr.output for pr in _predict(
+            gen, sources, decoding="greedy", num_beams=1, batch_size=cfg.batch_size, desc=f"{task} greedy")]
+    del gen
+    rule = t.baseline(sources)
+    if rule is not None:
+        outputs[RULE] = [o or "" for o in rule]
+    if cfg.zero_shot_baseline:
+        base = _base_generator(task, card["format"], cfg)
+        outputs[ZERO_SHOT] = [pr.output for pr in _predict(
+            base, sources, decoding="greedy", num_beams=1, batch_size=cfg.batch_size, desc=f"{task} zero-shot")]
+        del base
+    scores = {name: t.score_batch(outs, rows) for name, outs in outputs.items()}
+
+    metrics: dict[str, Any] = {
+        "task": task,
+        "n": len(rows),
+        "decoding": cfg.decoding,
+        "num_beams": cfg.num_beams,
+        "max_new_tokens": cfg.max_new_tokens,
+        "batch_size": cfg.batch_size,
+        "primary_metric": primary,
+        **mean_metrics(scores["model"]),
+        "test_hash": stats.get("test_hash") or card.get("test_hash"),
+        "data_hash": card.get("data_hash") or stats.get("data_hash"),
+        # The exact items scored: a different n_eval is a different test set for the registry.
+        "eval_hash": rows_sha256([(r["source"], r["target"]) for r in rows]),
+    }
+    if cfg.decoding == "verified":
+        metrics["verified_rate"] = sum(bool(pr.verified) for pr in preds) / len(preds)
+        metrics[GREEDY] = mean_metrics(scores[GREEDY])
+        metrics["verified_gain"] = metrics[primary] - metrics[GREEDY][primary]
+    for name in (RULE, ZERO_SHOT):
+        if name in scores:
+            metrics[name] = mean_metrics(scores[name])
+
+    epochs = by_epoch(model_dir)
+    baselines = {n: metrics[n][primary] for n in (RULE, ZERO_SHOT) if n in metrics}
+    sizes = by_size([int(r["heavy_atoms"]) for r in rows], {k: v for k, v in scores.items() if k != GREEDY},
+                    cfg.size_buckets, primary)
+    _write(task, rows, outputs, scores, preds, metrics, epochs, sizes, baselines)
+
+    with start_model_run(model_dir, run_name=f"evaluate-{task}"):
+        # Tags, not params: a re-evaluation with other settings logs into the same training
+        # run, and MLflow refuses to change a logged param.
+        mlflow.set_tags({f"evaluate.{k}": v for k, v in cfg.model_dump().items()})
+        mlflow.log_metrics({f"eval.{k}": v for k, v in flat_metrics(metrics).items()})
+        mlflow.log_metric("eval.items_per_s", len(rows) / max(seconds, 1e-9))
+        mlflow.log_artifact(str(paths.metrics_path(task)), "evaluation")
+        mlflow.log_artifact(str(paths.predictions_path(task)), "evaluation")
+        mlflow.log_artifacts(str(paths.plots_dir(task)), "evaluation/plots")
+    log.info("%s: %s = %.4f (%s)", task, primary, metrics[primary],
+             ", ".join(f"{n} {v:.4f}" for n, v in baselines.items()) or "no baselines")
+    return metrics
+
+
+def _write(task, rows, outputs, scores, preds, metrics, epochs, sizes, baselines) -> None:
+    """Every output, each atomically; metrics last (DVC's sign that the stage finished)."""
+    primary = metrics["primary_metric"]
+    with atomic_path(paths.predictions_path(task)) as tmp, open(tmp, "w") as f:
+        for i, r in enumerate(rows):
+            item = {"source": r["source"], "target": r["target"], "heavy_atoms": int(r["heavy_atoms"]),
+                    "prediction": outputs["model"][i], **scores["model"][i]}
+            if preds[i].verified is not None:
+                item["verified"] = preds[i].verified
+            item.update({name: outs[i] for name, outs in outputs.items() if name != "model"})
+            f.write(json.dumps(item) + "\n")
+    plots = paths.plots_dir(task)
+    write_json(plots / "by_epoch.json", epochs)
+    write_json(plots / "by_size.json", sizes)
+    with atomic_dir(plots / "png") as png:
+        _png_by_epoch(png / "by_epoch.png", epochs, primary, baselines)
+        _png_by_size(png / "by_size.png", sizes, primary, ["model", *[n for n in (RULE, ZERO_SHOT) if n in metrics]])
+    write_json(paths.metrics_path(task), metrics)

@@ -1,0 +1,354 @@
+"""The MLflow registry: register each evaluated model, keep one `champion` per task.
+
+    seqtune register                      # DVC stage `register` (never cached; idempotent)
+    seqtune registry list | show TASK | promote TASK VERSION [--force] | rollback TASK
+
+A model folder is logged as a pyfunc model into its training run, registered as
+`<register.model_prefix><task>` and tagged with its data/test-set hashes, base model, format,
+method, primary metric and a content hash of the folder. The alias (`register.alias`) moves
+to a new version only when it beats the current champion on the same test set; every move
+is appended to the registered model's `alias_history` tag, which `rollback` walks back.
+Registering the same folder again (same content hash) returns the existing version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from seqtune import paths
+from seqtune import registry_store as store
+from seqtune.config import DEFAULT_PARAMS, EvaluateConfig, MlflowConfig, RegisterConfig, load_params
+from seqtune.io import write_json
+from seqtune.registry_store import alias_history, content_hash  # noqa: F401 — public API
+from seqtune.tracking import setup_mlflow
+
+log = logging.getLogger(__name__)
+
+REGISTRY_JSON = paths.DATA / "registry.json"
+"""The register stage's output: per task, version, created, promoted, reason, champion."""
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    version: int
+    """The registered version holding this model folder."""
+    created: bool
+    """False when the same content was already registered (nothing was created)."""
+    promoted: bool
+    """True when the alias moved to `version` in this call."""
+    reason: str
+    """Why the alias moved or stayed, for people."""
+    champion: int | None = None
+    """The version holding the alias after this call."""
+
+
+# ---------------------------------------------------------------------------------------
+# store access
+
+
+def _configs(params: Path | str) -> tuple[list[str], RegisterConfig, MlflowConfig]:
+    p = load_params(params)
+    return p.tasks, p.register, p.mlflow
+
+
+def _client(mcfg: MlflowConfig):
+    from mlflow import MlflowClient
+
+    mlflow = setup_mlflow(mcfg.tracking_uri, mcfg.experiment)  # RuntimeError with a hint on failure
+    return mlflow, MlflowClient()
+
+
+def model_name(task: str, *, params: Path | str = DEFAULT_PARAMS) -> str:
+    """Registered model name of `task`, e.g. `seqtune-smiles2iupac`."""
+    return load_params(params).register.model_prefix + task
+
+
+def champion(task: str, *, params: Path | str = DEFAULT_PARAMS):
+    """The MLflow ModelVersion holding the champion alias of `task`, or None."""
+    _, rcfg, mcfg = _configs(params)
+    _, client = _client(mcfg)
+    return store.get_alias(client, rcfg.model_prefix + task, rcfg.alias)
+
+
+def champion_uri(task: str, *, params: Path | str = DEFAULT_PARAMS) -> str:
+    """`models:/<name>@<alias>` of `task`'s champion; RuntimeError when there is none yet."""
+    _, rcfg, _ = _configs(params)
+    if champion(task, params=params) is None:
+        raise RuntimeError(
+            f"no {rcfg.alias} for {rcfg.model_prefix}{task} yet: run `dvc repro` (or `seqtune train {task}`, "
+            f"`seqtune evaluate {task}`, `seqtune register`) first"
+        )
+    return f"models:/{rcfg.model_prefix}{task}@{rcfg.alias}"
+
+
+# ---------------------------------------------------------------------------------------
+# registration
+
+
+def _read_card(model_dir: Path) -> dict[str, Any]:
+    from seqtune.generation import MODEL_CARD
+
+    card = model_dir / MODEL_CARD
+    if not card.exists():
+        raise FileNotFoundError(
+            f"{model_dir} is not a fine-tuned seqtune model (no {MODEL_CARD}); "
+            "run `seqtune train TASK` or `dvc repro` first"
+        )
+    return json.loads(card.read_text())
+
+
+def _primary(task: str, metrics: dict[str, Any]) -> tuple[str, float]:
+    name = metrics.get("primary_metric")
+    if not name:
+        from seqtune.tasks import get_task
+
+        name = get_task(task).primary_metric
+    if name not in metrics:
+        raise ValueError(f"metrics for {task} lack the primary metric {name!r}; run `seqtune evaluate {task}` first")
+    value = float(metrics[name])
+    if math.isnan(value):
+        raise ValueError(f"metrics for {task}: {name} is NaN; re-run `seqtune evaluate {task}`")
+    return name, value
+
+
+# Tags that describe an evaluation rather than the model: a re-evaluation of the same folder
+# (e.g. another evaluate.n_eval) updates them on the existing version.
+_SCORE_TAGS = ("primary_metric", "primary_metric_value", "test_hash", "eval_hash", "decoding", "n_eval")
+
+
+def _already_registered(client, name: str, alias: str, mv, tags: dict[str, str]) -> RegisterResult:
+    """Idempotent path: the same content is registered; create nothing, refresh its scores."""
+    stale = {k: tags[k] for k in _SCORE_TAGS if k in tags and (mv.tags or {}).get(k) != tags[k]}
+    for k, v in stale.items():
+        client.set_model_version_tag(name, mv.version, k, v)
+    cur = store.get_alias(client, name, alias)
+    held = int(cur.version) if cur else None
+    reason = f"already registered as v{mv.version} (same content)"
+    if stale:
+        reason += f"; its scores were updated from the new evaluation ({', '.join(sorted(stale))})"
+    reason += f"; {alias} is v{held}"
+    log.info("%s: %s", name, reason)
+    return RegisterResult(int(mv.version), False, False, reason, held)
+
+
+def register_model(
+    task: str, model_dir: Path, metrics: dict, *, params: Path = DEFAULT_PARAMS
+) -> RegisterResult:
+    """Log `model_dir` to MLflow, register it, tag it, and move the alias if it is better."""
+    _, rcfg, mcfg = _configs(params)
+    model_dir = Path(model_dir)
+    card = _read_card(model_dir)
+    if card.get("task") not in (None, task):
+        raise ValueError(f"{model_dir} holds a {card['task']!r} model, not {task!r}")
+    metric_name, value = _primary(task, metrics)
+    name = rcfg.model_prefix + task
+    mlflow, client = _client(mcfg)
+    digest = store.content_hash(model_dir)
+
+    tags = {
+        "task": task,
+        "data_hash": metrics.get("data_hash") or card.get("data_hash"),
+        "test_hash": metrics.get("test_hash") or card.get("test_hash"),
+        "eval_hash": metrics.get("eval_hash"),
+        "base_model": card.get("base_model"),
+        "format": card.get("format"),
+        "method": card.get("method"),
+        "primary_metric": metric_name,
+        "primary_metric_value": repr(value),
+        "content_hash": digest,
+        "decoding": metrics.get("decoding"),
+        "n_eval": metrics.get("n"),
+    }
+    tags = {k: str(v) for k, v in tags.items() if v is not None}
+    for mv in store.versions(client, name):
+        if (mv.tags or {}).get("content_hash") == digest:
+            return _already_registered(client, name, rcfg.alias, mv, tags)
+
+    model_config = {k: metrics[k] for k in ("max_new_tokens", "batch_size") if metrics.get(k) is not None}
+
+    from seqtune import pyfunc
+
+    with store.start_model_run(model_dir, run_name=f"register-{task}") as run:
+        mlflow.log_metrics({f"eval.{k}": v for k, v in store.flat_metrics(metrics).items()})
+        # The served default is the decoding the metrics were measured with.
+        info = pyfunc.log_model(
+            model_dir,
+            decoding=str(metrics.get("decoding") or EvaluateConfig().decoding),
+            num_beams=int(metrics.get("num_beams") or EvaluateConfig().num_beams),
+            model_config=model_config,
+        )
+        # Tags go in with the version itself, so a crash can't leave an untagged duplicate.
+        mv = mlflow.register_model(info.model_uri, name, tags=tags)
+        mlflow.set_tag(f"registered.{name}", mv.version)
+        run_id = run.info.run_id
+    version = int(mv.version)
+    log.info("registered %s v%d from run %s", name, version, run_id)
+
+    current = store.get_alias(client, name, rcfg.alias)
+    if current is None:
+        promoted, reason = True, f"v{version} is the first {rcfg.alias} ({metric_name} {value:.4f})"
+    else:
+        promoted, reason = store.compare(client.get_model_version(name, str(version)), current)
+    if promoted:
+        store.move_alias(client, name, rcfg.alias, version, by="register", reason=reason)
+    held = version if promoted else int(current.version)  # type: ignore[union-attr]
+    return RegisterResult(version, True, promoted, reason, held)
+
+
+# ---------------------------------------------------------------------------------------
+# registry verbs
+
+
+def promote(task: str, version: int, *, force: bool = False, params: Path | str = DEFAULT_PARAMS) -> str:
+    """Move the alias to `version`; refuses (ValueError) a worse or incomparable one unless `force`."""
+    _, rcfg, mcfg = _configs(params)
+    _, client = _client(mcfg)
+    name = rcfg.model_prefix + task
+    target = store.get_version(client, name, version)
+    current = store.get_alias(client, name, rcfg.alias)
+    if current is not None and int(current.version) == int(version):
+        return f"v{version} already holds {rcfg.alias}"
+    by = "promote"
+    if current is None:
+        reason = f"promoted v{version} (no {rcfg.alias} before)"
+    else:
+        _, why = store.compare(target, current)
+        t_metric, t_val, t_test = store.score(target)
+        c_metric, c_val, c_test = store.score(current)
+        # By hand, an equal score is enough (a person may prefer the newer model); worse or
+        # scored on another test set needs --force.
+        ok = t_test == c_test and t_metric == c_metric and t_val is not None and c_val is not None and t_val >= c_val
+        if not ok and not force:
+            raise ValueError(
+                f"refusing to promote {name} v{version}: {why}. "
+                f"Re-run with `seqtune registry promote {task} {version} --force` to promote anyway."
+            )
+        if not ok:
+            by = "promote --force"
+        reason = f"promoted by hand{' (forced)' if not ok else ''}: {why}"
+    store.move_alias(client, name, rcfg.alias, int(version), by=by, reason=reason)
+    return reason
+
+
+def rollback(task: str, *, params: Path | str = DEFAULT_PARAMS) -> int:
+    """Move the alias back to the version that held it before; returns that version."""
+    _, rcfg, mcfg = _configs(params)
+    _, client = _client(mcfg)
+    name = rcfg.model_prefix + task
+    stack = store.holders(store.alias_history(client, name))
+    if len(stack) < 2:
+        raise RuntimeError(
+            f"nothing to roll back for {name}: the {rcfg.alias} alias has no earlier holder "
+            "(see `seqtune registry show TASK`)"
+        )
+    current, target = stack[-1], stack[-2]
+    store.get_version(client, name, target)  # a clear error if that version was deleted
+    store.move_alias(client, name, rcfg.alias, target, by="rollback", reason=f"rolled back from v{current}")
+    return target
+
+
+def main(*, params: Path = DEFAULT_PARAMS) -> dict[str, dict[str, Any]]:
+    """Stage `register`: register every task's evaluated model; write data/registry.json."""
+    import typer
+
+    tasks, _, _ = _configs(params)
+    summary: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        mpath = paths.metrics_path(task)
+        if not mpath.exists():
+            raise FileNotFoundError(f"{mpath} not found: run `seqtune evaluate {task}` (or `dvc repro`) first")
+        res = register_model(task, paths.model_dir(task), json.loads(mpath.read_text()), params=params)
+        verb = "moved to" if res.promoted else "stays at"
+        typer.echo(f"{task}: v{res.version}{' (new)' if res.created else ''}; champion {verb} v{res.champion} — {res.reason}")
+        summary[task] = asdict(res)
+    write_json(REGISTRY_JSON, summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------
+# CLI tables
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r])
+    Console().print(table)
+
+
+def _version_row(mv, champ: int | None) -> list[Any]:
+    metric, value, _ = store.score(mv)
+    tags = mv.tags or {}
+    test = tags.get("test_hash")
+    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return [
+        f"v{mv.version}{' ★' if champ == int(mv.version) else ''}",
+        f"{metric}={value:.4f}" if value is not None else "",
+        (test or "")[:12],
+        (tags.get("data_hash") or "")[:12],
+        tags.get("base_model"),
+        tags.get("method"),
+        created,
+    ]
+
+
+_COLUMNS = ["version", "primary metric", "test_hash", "data_hash", "base model", "method", "created (UTC)"]
+
+
+def cli_list(*, params: Path = DEFAULT_PARAMS) -> None:
+    tasks, rcfg, mcfg = _configs(params)
+    _, client = _client(mcfg)
+    rows = []
+    for task in tasks:
+        name = rcfg.model_prefix + task
+        cur = store.get_alias(client, name, rcfg.alias)
+        versions = store.versions(client, name)
+        if not versions:
+            rows.append([name, "not registered", "", "", "", "", "", ""])
+        for mv in versions:
+            rows.append([name, *_version_row(mv, int(cur.version) if cur else None)])
+    _table(f"registered models (★ = {rcfg.alias})", ["model", *_COLUMNS], rows)
+
+
+def cli_show(task: str, *, params: Path = DEFAULT_PARAMS) -> None:
+    import typer
+
+    _, rcfg, mcfg = _configs(params)
+    _, client = _client(mcfg)
+    name = rcfg.model_prefix + task
+    versions = store.versions(client, name)
+    if not versions:
+        raise RuntimeError(f"{name} is not registered yet: run `dvc repro` (or `seqtune register`) first")
+    cur = store.get_alias(client, name, rcfg.alias)
+    _table(name, _COLUMNS, [_version_row(mv, int(cur.version) if cur else None) for mv in versions])
+    typer.echo(f"{rcfg.alias}: v{cur.version}" if cur else f"no {rcfg.alias} yet")
+    history = store.alias_history(client, name)
+    _table(
+        f"{rcfg.alias} history",
+        ["at", "version", "previous", "by", "reason"],
+        [[h.get("at"), h.get("version"), h.get("previous"), h.get("by"), h.get("reason")] for h in history],
+    )
+
+
+def cli_promote(task: str, version: int, *, force: bool = False, params: Path = DEFAULT_PARAMS) -> None:
+    import typer
+
+    typer.echo(promote(task, version, force=force, params=params))
+
+
+def cli_rollback(task: str, *, params: Path = DEFAULT_PARAMS) -> None:
+    import typer
+
+    v = rollback(task, params=params)
+    typer.echo(f"{model_name(task, params=params)}: champion rolled back to v{v}")

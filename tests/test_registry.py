@@ -1,0 +1,239 @@
+"""Registry: registration, idempotency, champion promotion and rollback, the pyfunc model.
+
+    .venv/bin/python -m pytest -q tests/test_registry.py
+
+Real MLflow (a per-test sqlite store from conftest), a real tiny model folder; the task is
+smiles2formula (RDKit only, no Java) so the tests stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from seqtune import registry
+from seqtune.registry import RegisterResult, register_model
+from tests.test_evaluate import lively_model_dir  # noqa: F401 — fixture
+
+TASK = "smiles2formula"
+NAME = f"seqtune-{TASK}"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """cwd = tmp_path, so relative data/ paths and the artifact folder stay out of the repo."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def params(params_file, workdir):
+    return params_file({"tasks": [TASK]})
+
+
+@pytest.fixture
+def make_model(lively_model_dir, workdir):
+    """A "fine-tuned" folder: the tiny model + seqtune.json; `variant` changes its content."""
+
+    def make(variant: int = 0, *, run_id: str | None = None, dest=None):
+        out = dest or workdir / f"model{variant}"
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(lively_model_dir, out)
+        card = {"task": TASK, "format": "plain", "base_model": "tiny", "data_hash": "d0", "test_hash": "t0", "method": "full"}
+        (out / "seqtune.json").write_text(json.dumps(card))
+        (out / "training_summary.json").write_text(json.dumps({"variant": variant}))
+        if run_id:
+            (out / "run_id").write_text(run_id + "\n")
+        return out
+
+    return make
+
+
+def metrics(value: float, test_hash: str = "t0") -> dict:
+    return {
+        "primary_metric": "exact_match",
+        "exact_match": value,
+        "char_similarity": 0.5,
+        "test_hash": test_hash,
+        "data_hash": "d0",
+        "decoding": "greedy",
+        "n": 4,
+        "max_new_tokens": 6,
+        "num_beams": 2,
+        "baseline_rule": {"exact_match": 1.0},
+    }
+
+
+def test_first_registration_logs_into_training_run_and_becomes_champion(params, make_model):
+    import mlflow
+
+    from seqtune.tracking import setup_mlflow
+
+    setup_mlflow(None, "seqtune")
+    with mlflow.start_run() as run:
+        mlflow.log_param("lr", 0.1)
+    folder = make_model(0, run_id=run.info.run_id)
+
+    res = register_model(TASK, folder, metrics(0.25), params=params)
+    assert res == RegisterResult(1, True, True, res.reason, 1)
+    assert "first champion" in res.reason
+
+    champ = registry.champion(TASK, params=params)
+    assert int(champ.version) == 1
+    assert champ.run_id == run.info.run_id  # the model was logged into the training run
+    tags = champ.tags
+    assert tags["test_hash"] == "t0" and tags["data_hash"] == "d0" and tags["base_model"] == "tiny"
+    assert tags["format"] == "plain" and tags["method"] == "full"
+    assert tags["primary_metric"] == "exact_match" and float(tags["primary_metric_value"]) == 0.25
+    assert tags["content_hash"] == registry.content_hash(folder)
+    logged = mlflow.get_run(run.info.run_id).data.metrics
+    assert logged["eval.exact_match"] == 0.25 and logged["eval.baseline_rule.exact_match"] == 1.0
+
+
+def test_registering_the_same_folder_twice_creates_nothing(params, make_model):
+    from mlflow import MlflowClient
+
+    folder = make_model(0)
+    first = register_model(TASK, folder, metrics(0.25), params=params)
+    # A new run_id file (e.g. bookkeeping) does not change the model's content.
+    (folder / "run_id").write_text("something-else")
+    again = register_model(TASK, folder, metrics(0.25), params=params)
+    assert (again.version, again.created, again.promoted) == (first.version, False, False)
+    assert "already registered" in again.reason
+    assert len(MlflowClient().search_model_versions(f"name='{NAME}'")) == 1
+    assert len(registry.alias_history(MlflowClient(), NAME)) == 1
+
+    # Re-evaluating the same folder (another n_eval) refreshes the scores, still creates nothing.
+    rescored = register_model(TASK, folder, {**metrics(0.4), "eval_hash": "e2", "n": 8}, params=params)
+    assert (rescored.version, rescored.created, rescored.promoted) == (1, False, False)
+    assert "scores were updated" in rescored.reason
+    tags = MlflowClient().get_model_version(NAME, "1").tags
+    assert (tags["eval_hash"], tags["n_eval"], float(tags["primary_metric_value"])) == ("e2", "8", 0.4)
+    assert len(MlflowClient().search_model_versions(f"name='{NAME}'")) == 1
+
+
+def test_promotion_rules_and_rollback(params, make_model):
+    from mlflow import MlflowClient
+
+    r1 = register_model(TASK, make_model(1), metrics(0.30), params=params)
+    r2 = register_model(TASK, make_model(2), metrics(0.50), params=params)  # better: moves
+    assert r2.promoted and r2.champion == 2 and "beats" in r2.reason
+    r3 = register_model(TASK, make_model(3), metrics(0.40), params=params)  # worse: stays
+    assert not r3.promoted and r3.champion == 2 and "does not beat" in r3.reason
+    r4 = register_model(TASK, make_model(4), metrics(0.50), params=params)  # a tie does not beat
+    assert not r4.promoted and r4.champion == 2
+    r5 = register_model(TASK, make_model(5), metrics(0.90, "other"), params=params)  # other test set
+    assert not r5.promoted and "another test set" in r5.reason
+    assert int(registry.champion(TASK, params=params).version) == 2
+    assert r1.promoted
+
+    with pytest.raises(ValueError, match="--force"):
+        registry.promote(TASK, 5, params=params)  # better number, but another test set
+    with pytest.raises(ValueError, match="--force"):
+        registry.promote(TASK, 3, params=params)  # worse
+    with pytest.raises(ValueError, match="no version 42"):
+        registry.promote(TASK, 42, params=params)
+    assert int(registry.champion(TASK, params=params).version) == 2  # refusals moved nothing
+
+    assert "forced" in registry.promote(TASK, 5, force=True, params=params)
+    assert int(registry.champion(TASK, params=params).version) == 5
+    assert registry.rollback(TASK, params=params) == 2
+    registry.promote(TASK, 4, params=params)  # equal score on the same test set: allowed by hand
+    assert int(registry.champion(TASK, params=params).version) == 4
+
+    # Rollback is an undo stack: 4 -> 2 -> 1 (the undone 5 is skipped), then nothing is left.
+    assert [registry.rollback(TASK, params=params) for _ in range(2)] == [2, 1]
+    assert int(registry.champion(TASK, params=params).version) == 1
+    with pytest.raises(RuntimeError, match="nothing to roll back"):
+        registry.rollback(TASK, params=params)
+
+    history = registry.alias_history(MlflowClient(), NAME)
+    assert [(h["version"], h["by"]) for h in history] == [
+        (1, "register"), (2, "register"), (5, "promote --force"), (2, "rollback"),
+        (4, "promote"), (2, "rollback"), (1, "rollback"),
+    ]
+    assert history[2]["previous"] == 2 and all(h["at"] and h["reason"] for h in history)
+
+
+def test_champion_pyfunc_predicts_like_the_generator(params, make_model):
+    import mlflow
+    import pandas as pd
+
+    from seqtune.generation import Generator
+
+    folder = make_model(0)
+    register_model(TASK, folder, metrics(0.1), params=params)
+    uri = registry.champion_uri(TASK, params=params)
+    assert uri == f"models:/{NAME}@champion"
+
+    sources = ["CCO", "c1ccccc1", "CC(=O)O"]
+    want = [p.output for p in Generator.load(folder, max_new_tokens=6).predict(sources)]
+    assert len(set(want)) == len(want)  # distinct outputs, so the comparisons can fail
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.predict(sources, params={"decoding": "greedy"}) == want
+    assert model.predict(pd.DataFrame({"source": sources}), params={"decoding": "greedy"}) == want
+    beams = [p.output for p in Generator.load(folder, max_new_tokens=6).predict(sources, decoding="beam", num_beams=2)]
+    assert beams != want  # beam search really differs here, so params reach the model
+    assert model.predict(sources, params={"decoding": "beam"}) == beams  # num_beams=2 from the metrics
+
+
+def test_register_stage_writes_registry_json(params, make_model, workdir):
+    from seqtune import paths
+
+    with pytest.raises(FileNotFoundError, match="seqtune evaluate"):
+        registry.main(params=params)
+    make_model(0, dest=workdir / paths.model_dir(TASK))
+    paths.metrics_path(TASK).parent.mkdir(parents=True)
+    paths.metrics_path(TASK).write_text(json.dumps(metrics(0.2)))
+
+    summary = registry.main(params=params)
+    again = registry.main(params=params)  # the stage reruns on every repro: nothing new
+    written = json.loads((workdir / "data" / "registry.json").read_text())
+    assert written[TASK] == again[TASK]
+    assert summary[TASK]["created"] and summary[TASK]["champion"] == 1
+    assert not again[TASK]["created"] and again[TASK]["version"] == 1
+
+
+def test_errors_say_what_to_do(params, make_model, workdir, monkeypatch):
+    assert registry.champion(TASK, params=params) is None
+    with pytest.raises(RuntimeError, match="no champion .* `dvc repro`"):
+        registry.champion_uri(TASK, params=params)
+    with pytest.raises(RuntimeError, match="not registered yet"):
+        registry.cli_show(TASK, params=params)
+    bare = make_model(0)
+    (bare / "seqtune.json").unlink()
+    with pytest.raises(FileNotFoundError, match="seqtune train"):
+        register_model(TASK, bare, metrics(0.1), params=params)
+    with pytest.raises(ValueError, match="primary metric"):
+        register_model(TASK, make_model(1), {"primary_metric": "exact_match"}, params=params)
+    corrupt = workdir / "corrupt.db"
+    corrupt.write_bytes(b"this is not a sqlite database" * 100)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{corrupt}")
+    with pytest.raises(RuntimeError, match="cannot open the MLflow store"):
+        registry.champion(TASK, params=params)
+
+
+def test_cli_tables(params, make_model, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps cells at the default 80 columns
+    register_model(TASK, make_model(1), metrics(0.3), params=params)
+    register_model(TASK, make_model(2), metrics(0.2), params=params)
+    registry.cli_list(params=params)
+    registry.cli_show(TASK, params=params)
+    out = capsys.readouterr().out
+    assert "v1 ★" in out and "exact_match=0.3000" in out and "exact_match=0.2000" in out
+    assert "champion: v1" in out and "first champion" in out
+
+    # Through the CLI: a refused promotion is one message and a non-zero exit, not a traceback.
+    from typer.testing import CliRunner
+
+    from seqtune.cli import app
+
+    res = CliRunner().invoke(app, ["registry", "promote", TASK, "2", "--params", str(params)])
+    assert res.exit_code == 2 and "--force" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["registry", "promote", TASK, "2", "--force", "--params", str(params)])
+    assert res.exit_code == 0 and int(registry.champion(TASK, params=params).version) == 2
+    res = CliRunner().invoke(app, ["registry", "rollback", TASK, "--params", str(params)])
+    assert res.exit_code == 0 and "rolled back to v1" in res.output

@@ -96,7 +96,7 @@ class TrainConfig(Section):
     logging_steps: int = Field(5, gt=0)
     save_steps: int = Field(50, gt=0)
     val_size: int = Field(64, ge=0)
-    """Test items scored by generation after every epoch (0 = off)."""
+    """Test items (a prefix) giving the eval loss and generation scores after every epoch (0 = off)."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
 

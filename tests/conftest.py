@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,23 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow sqlite store: creating one costs ~10 s of schema migrations,
+    copying one costs nothing."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _isolated_stores(tmp_path, monkeypatch):
-    """Every test gets its own MLflow store and BentoML home (absolute paths)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+def _isolated_stores(tmp_path, tmp_path_factory, monkeypatch, empty_mlflow_db):
+    """Every test gets its own (pre-migrated) MLflow store and BentoML home (absolute paths)."""
+    store = tmp_path_factory.mktemp("mlflow")  # beside tmp_path: tests' own folders stay theirs
+    shutil.copy(empty_mlflow_db, store / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from seqtune.tracking import repo_root, tracking_uri
 
 
@@ -39,4 +42,5 @@ def test_artifacts_live_beside_the_sqlite_store(tmp_path, monkeypatch):
     monkeypatch.chdir(other)  # the cwd must not decide where artifacts go
     mlflow = setup_mlflow(None, "exp-a")
     exp = mlflow.get_experiment_by_name("exp-a")
-    assert exp.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
+    assert exp.artifact_location == (store.parent / "mlartifacts").as_uri()

@@ -50,26 +50,9 @@ def write_dataset(task: str = TASK, n_train: int = 64, n_test: int = 16, fmt: st
     (folder / "stats.json").write_text(json.dumps(stats))
 
 
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory) -> Path:
-    """A migrated, empty MLflow sqlite store: creating one costs ~10 s of schema migrations."""
-    import mlflow
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
-def project(tmp_path, monkeypatch, params_file, empty_mlflow_db):
+def project(tmp_path, monkeypatch, params_file):
     """A project folder with the tiny base model and a toy dataset; returns a params writer."""
-    import shutil
-
-    # Pre-migrate the per-test sqlite store that conftest points MLFLOW_TRACKING_URI at.
-    uri = os.environ["MLFLOW_TRACKING_URI"]
-    store = Path(uri.removeprefix("sqlite:///"))
-    if uri.startswith("sqlite:///") and not store.exists():
-        shutil.copy(empty_mlflow_db, store)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread is fastest here
     models.main(params=params_file({"base_model": {"name": "tiny"}}))

@@ -20,26 +20,6 @@ from seqtune.evaluate import bucket_label, by_size, mean_metrics
 from seqtune.tasks import get_task
 
 
-@pytest.fixture(scope="session")
-def lively_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with large random weights: unlike the near-uniform default init (whose
-    greedy output is empty for every prompt), its outputs differ per input and per decoding,
-    so comparing two code paths' outputs can actually fail."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("lively") / "model"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.5)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
-    return out
-
-
 # ---------------------------------------------------------------------------------------
 # metrics on hand-made cases
 

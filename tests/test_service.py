@@ -1,0 +1,320 @@
+"""The BentoML service, `seqtune bento import`, `seqtune predict` and the built bento.
+
+    .venv/bin/python -m pytest -q tests/test_service.py            # add -m "not slow" to skip the server
+
+One real server per module (module-scoped `stack`): tiny champions registered in a temp MLflow
+store, imported into a temp BentoML home, served on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.service_stack import PARAMS, REPO, bento_server, free_port, running_service, seqtune_cli, tiny_champion
+
+INPUTS = {
+    "smiles2iupac": ["CCO", "c1ccccc1", "CC(=O)O", "CCN"],
+    "smiles2formula": ["CCO", "c1ccccc1", "CC(=O)O", "CCN"],
+    "iupac2smiles": ["ethanol", "benzene", "acetic acid"],
+}
+FIELD = {"smiles2iupac": "smiles", "smiles2formula": "smiles", "iupac2smiles": "names"}
+SERVER_TIMEOUT = pytest.mark.timeout(420)  # includes the module's server start (first test)
+
+
+def _post(url: str, route: str, body, **kw) -> requests.Response:
+    return requests.post(f"{url}/{route}", json=body, timeout=120, **kw)
+
+
+def _expected(folder: Path, inputs: list[str]) -> list[str]:
+    from seqtune.generation import Generator
+
+    return [p.output for p in Generator.load(folder).predict(inputs)]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_model_dir, empty_mlflow_db):
+    with running_service(tmp_path_factory.mktemp("service"), tiny_model_dir, empty_mlflow_db) as s:
+        yield s
+
+
+# ---------------------------------------------------------------------------------------
+# fast: no server
+
+
+def test_predict_items_isolates_bad_items(tmp_path, tiny_model_dir):
+    from seqtune.generation import Generator
+    from seqtune.predict import predict_items
+
+    gen = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "m", "smiles2formula"))
+    items = ["CCO", "xx((", "", "c1ccccc1", "C" * 20]
+    res = predict_items(gen, items, max_input_length=10)
+    assert [r["input"] for r in res] == items
+    assert [r["valid"] for r in res] == [True, False, False, True, False]
+    assert "RDKit" in res[1]["error"] and "empty" in res[2]["error"] and "too long" in res[4]["error"]
+    assert all(r["output"] is None for r in res if not r["valid"])
+    good = [res[0]["output"], res[3]["output"]]
+    assert good == [p.output for p in gen.predict(["CCO", "c1ccccc1"])]
+    assert all(good) and good[0] != good[1]  # non-trivial, input-dependent outputs
+    # smiles2formula's check is exact: the random model's answers are not the formula.
+    assert res[0]["verified"] is False and res[0]["error"] is None
+
+
+def test_predict_items_verified_decoding_and_generation_failures(tmp_path, tiny_model_dir, monkeypatch):
+    from seqtune.generation import Generator
+    from seqtune.predict import predict_items
+
+    gen = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "m", "smiles2formula"), max_new_tokens=16)
+    res = predict_items(gen, ["CCO"], decoding="verified")
+    assert res[0]["output"] == gen.predict(["CCO"], decoding="verified")[0].output
+    assert res[0]["verified"] is False  # no beam of the random model is the right formula
+    # A generation crash on one input (fault injected around the real generator) fails that
+    # item only: the batch is retried item by item.
+    real = gen.predict
+
+    def fragile(sources, **kw):
+        if "CCCl" in sources:
+            raise RuntimeError("boom")
+        return real(sources, **kw)
+
+    monkeypatch.setattr(gen, "predict", fragile)
+    res = predict_items(gen, ["CCO", "CCCl", "CCN"])
+    assert [r["error"] for r in res] == [None, "generation failed: boom", None]
+    assert [res[0]["output"], res[2]["output"]] == [real([s])[0].output for s in ("CCO", "CCN")]
+
+
+def test_import_without_champion_says_what_to_do():
+    from seqtune.bento import import_champions
+
+    with pytest.raises(RuntimeError, match="dvc repro"):
+        import_champions(params=PARAMS)
+
+
+def test_predict_without_champion_says_what_to_do():
+    from seqtune.predict import main
+
+    with pytest.raises(RuntimeError, match="dvc repro"):
+        main("smiles2formula", ["CCO"], params=PARAMS)
+
+
+def test_service_module_does_not_import_mlflow():
+    # A container serves from the BentoML store alone: the service must not need MLflow.
+    code = "import sys; import service.service; print('mlflow' in sys.modules, service.service.TASKS)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "False", out.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# slow: the real server
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+@pytest.mark.parametrize("task", list(INPUTS))
+def test_outputs_match_the_champion_folder(stack, task):
+    inputs = INPUTS[task]
+    r = _post(stack.url, task, {FIELD[task]: inputs})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert [x["input"] for x in res] == inputs
+    assert all(x["valid"] and x["error"] is None for x in res), res
+    assert all(x["output"] for x in res)  # non-empty: the comparison below means something
+    assert [x["output"] for x in res] == _expected(stack.folders[task], inputs)
+    assert {(x["model"], x["version"]) for x in res} == {(f"seqtune-{task}", "1")}
+    # Every task can check its outputs; the random model's answers never check out.
+    assert all(x["verified"] is False for x in res), res
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+def test_python_client(stack):
+    import bentoml
+
+    with bentoml.SyncHTTPClient(stack.url) as client:
+        res = client.smiles2formula(smiles=["CCO", "c1ccccc1"])
+    res = [x if isinstance(x, dict) else x.model_dump() for x in res]
+    assert [x["output"] for x in res] == _expected(stack.folders["smiles2formula"], ["CCO", "c1ccccc1"])
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+def test_bad_items_get_their_own_error(stack):
+    items = ["CCO", "C1CC", "", "c1ccccc1", "   "]
+    res = _post(stack.url, "smiles2iupac", {"smiles": items}).json()
+    assert [x["valid"] for x in res] == [True, False, False, True, False]
+    assert "RDKit" in res[1]["error"] and "empty" in res[2]["error"]
+    assert all(x["output"] is None and x["verified"] is None for x in res if not x["valid"])
+    good = [res[0]["output"], res[3]["output"]]
+    assert good == _expected(stack.folders["smiles2iupac"], ["CCO", "c1ccccc1"])
+    # All bad: still a 200 with one error each.
+    res = _post(stack.url, "smiles2formula", {"smiles": ["((", "Xx"]}).json()
+    assert [x["valid"] for x in res] == [False, False] and all(x["error"] for x in res)
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+def test_concurrent_requests_are_batched(stack):
+    def stats() -> Counter:
+        s = requests.post(f"{stack.url}/stats", timeout=30).json()
+        return Counter({int(k): v for k, v in s["tasks"]["smiles2formula"]["batch_sizes"].items()})
+
+    inputs = ["C" * n for n in range(1, 25)] + ["c1ccccc1", "CCO", "CCN", "CC(=O)O"]
+    before = stats()
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        answers = list(pool.map(lambda s: _post(stack.url, "smiles2formula", {"smiles": [s]}), inputs))
+    after = stats()
+    assert all(a.status_code == 200 for a in answers)
+    # Each request gets back exactly its own result, though they were computed together.
+    assert [a.json()[0]["input"] for a in answers] == inputs
+    assert all(len(a.json()) == 1 and a.json()[0]["valid"] for a in answers)
+    calls = after - before
+    assert sum(size * n for size, n in calls.items()) == len(inputs)
+    assert max(calls) > 1, f"no batching: model calls by batch size {dict(calls)}"
+    assert sum(calls.values()) < len(inputs)
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ('{"smiles": "CCO"}', 400),  # a string, not a list
+        ('{"smiles": [1, 2]}', 400),  # not strings
+        ('{"smiles": [null]}', 400),
+        ('{"smile": ["CCO"]}', 400),  # misspelt field
+        ('{"smiles": ["CCO"], "extra": 1}', 400),
+        ('{"names": ["ethanol"]}', 400),  # the other task's field
+        ('["CCO"]', 400),
+        ('{"smiles": []}', 400),
+        (json.dumps({"smiles": ["C"] * 65}), 400),  # > serve.max_items
+        (json.dumps({"smiles": ["C" * 301]}), 400),  # > serve.max_input_length
+        ('{"smiles": ["CCO"', 400),  # bad JSON
+        ("", 400),
+        (b"\xff\xfe\x00garbage", 400),
+        (json.dumps({"smiles": ["C" * 300] * 2000}), 413),  # far over any valid request
+    ],
+)
+def test_malformed_requests_get_4xx(stack, body, status):
+    r = requests.post(f"{stack.url}/smiles2formula", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == status, r.text
+    assert "error" in json.dumps(r.json())
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+def test_content_types(stack):
+    # `curl -d` sends form-urlencoded: read as JSON. Anything else that is not JSON: 415.
+    body = json.dumps({"smiles": ["CCO"]})
+    r = requests.post(f"{stack.url}/smiles2formula", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=60)
+    assert r.status_code == 200 and r.json()[0]["valid"], r.text
+    for ctype in ("multipart/form-data; boundary=x", "application/vnd.bentoml+pickle", "image/png"):
+        r = requests.post(f"{stack.url}/smiles2formula", data=body, headers={"Content-Type": ctype}, timeout=60)
+        assert r.status_code == 415, (ctype, r.status_code, r.text)
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+def test_health_ready_metadata(stack):
+    assert requests.get(f"{stack.url}/healthz", timeout=10).status_code == 200
+    assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200
+    meta = requests.post(f"{stack.url}/metadata", timeout=10).json()
+    assert set(meta["tasks"]) == set(INPUTS)
+    for task, info in meta["tasks"].items():
+        assert info["model"] == f"seqtune-{task}" and info["version"] == "1"
+        assert info["base_model"] == "tiny" and info["data_hash"] == "x" and info["test_hash"] == "y"
+        assert info["primary_metric"] in info["metrics"]
+    assert meta["serve"]["batching"] is True and meta["serve"]["input_fields"] == FIELD
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+def test_predict_cli_remote_and_local(stack, monkeypatch, capsys):
+    from seqtune.predict import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.tracking_uri)
+    inputs = ["CCO", "nope(", "c1ccccc1"]
+    remote = main("smiles2formula", inputs, url=stack.url, params=PARAMS)
+    local = main("smiles2formula", inputs, params=PARAMS)
+    assert remote == local  # same champion, same per-item logic, over HTTP or not
+    assert [r["valid"] for r in local] == [True, False, True]
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == remote + local
+    with pytest.raises(RuntimeError, match="make serve"):
+        main("smiles2formula", ["CCO"], url=f"http://127.0.0.1:{free_port()}", params=PARAMS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_built_bento_carries_its_models_and_serves(stack, tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.tracking_uri)
+    monkeypatch.setenv("BENTOML_HOME", str(stack.bentoml_home))
+    # Re-importing unchanged champions is a no-op.
+    again = seqtune_cli("bento", "import", "--params", str(PARAMS))
+    assert again.returncode == 0 and again.stdout.count("already imported") == 3, again.stdout + again.stderr
+
+    env = dict(os.environ)
+    built = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "-f", "service/bentofile.yaml", "-o", "tag", "."],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    tag = next(line for line in built.stdout.splitlines() if line.startswith("__tag__:"))[len("__tag__:") :]
+    name, version = tag.split(":")
+    bento = stack.bentoml_home / "bentos" / name / version
+    dockerfile = (bento / "env/docker/Dockerfile").read_text()
+    assert "default-jre-headless" in dockerfile
+    reqs = (bento / "env/python/requirements.txt").read_text()
+    assert "torch==2.13.0+cpu" in reqs and "whl/cpu" in reqs
+    assert not (bento / "env/python/requirements.lock.txt").exists()  # lock_packages: false
+    for f in ("params.yaml", "service/service.py", "seqtune/generation.py"):
+        assert (bento / "src" / f).exists(), f
+
+    # The exported bento carries every champion.
+    archive = tmp_path / "seqtune.bento"
+    exported = subprocess.run([sys.executable, "-m", "bentoml", "export", tag, str(archive)],
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0 and archive.exists(), exported.stderr
+    with tarfile.open(archive) as tar:
+        names = [n.removeprefix("./") for n in tar.getnames()]
+    for task in INPUTS:
+        assert any(n.startswith(f"models/seqtune-{task}/") and n.endswith("hf/model.safetensors") for n in names), task
+
+    # A better smiles2formula model becomes champion v2; importing it adds a newer BentoML model.
+    from seqtune.registry import register_model
+
+    v2 = tiny_champion(tiny_model_dir, tmp_path / "v2", "smiles2formula", seed=2)
+    assert register_model("smiles2formula", v2, {"exact_match": 0.5}, params=PARAMS).promoted
+    again = seqtune_cli("bento", "import", "--params", str(PARAMS))
+    assert again.returncode == 0, again.stderr
+    assert "smiles2formula v2 imported as" in again.stdout and again.stdout.count("already imported") == 2, again.stdout
+    v2_model = tmp_path / "v2.bentomodel"
+    subprocess.run([sys.executable, "-m", "bentoml", "models", "export", "seqtune-smiles2formula:latest", str(v2_model)],
+                   env=env, check=True, timeout=300, capture_output=True)
+
+    # A fresh BentoML home (no MLflow store at all) with the bento and, newer, champion v2:
+    # the bento serves the models it was built with.
+    fresh = dict(env, BENTOML_HOME=str(tmp_path / "fresh"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'none.db'}")
+    for cmd in (["import", str(archive)], ["models", "import", str(v2_model)]):
+        subprocess.run([sys.executable, "-m", "bentoml", *cmd], env=fresh, check=True, timeout=300, capture_output=True)
+    import bentoml
+
+    inputs = ["CCO", "c1ccccc1"]
+    with bento_server(tag, fresh, port=free_port(), log=tmp_path / "bento.log") as url:
+        try:
+            bentoml.SyncHTTPClient(url, server_ready_timeout=240).close()
+        except Exception:
+            pytest.fail("the bento did not come up:\n" + (tmp_path / "bento.log").read_text()[-3000:])
+        res = _post(url, "smiles2formula", {"smiles": [*inputs, "(("]}).json()
+    v1_out, v2_out = _expected(stack.folders["smiles2formula"], inputs), _expected(v2, inputs)
+    assert v1_out != v2_out  # else this check could not tell them apart
+    assert [x["output"] for x in res[:2]] == v1_out and res[0]["version"] == "1"
+    assert res[2]["valid"] is False

@@ -27,7 +27,7 @@ from seqtune.tasks import get_task
 log = logging.getLogger(__name__)
 
 REPORTS = Path("reports")
-_SKIP = {"n", "output_len", "items_per_s", "seconds", "verified_gain", "verified_rate"}
+_SKIP = {"n", "output_len", "items_per_s", "seconds", "verified_gain", "verified_rate", "max_new_tokens", "batch_size", "num_beams"}
 
 
 def _norm(value: Any) -> Any:

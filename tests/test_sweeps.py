@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from seqtune.config import ConfigError
-from seqtune.sweeps import apply_overrides, load_sweeps, queue_commands
+from seqtune.sweeps import apply_overrides, load_sweeps, plan
 from tests.conftest import REPO
 
 
@@ -19,11 +19,18 @@ def test_shipped_sweeps_validate_and_cover_the_findings():
     assert formats == {"plain", "instruction", "chat"}
 
 
-def test_queue_commands_render_dvc_overrides():
-    cmds = queue_commands("format", sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
-    assert len(cmds) == 3
-    assert cmds[0][:6] == ["dvc", "exp", "run", "--queue", "-n", "format-0"]
-    assert "tasks=[smiles2formula]" in cmds[0] and "data.format=plain" in cmds[0]
+def test_plan_runs_a_shared_configuration_once():
+    experiments = plan(["format", "data_size", "epochs"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
+    # format[0] (plain), data_size[2] (1000) and epochs[0] are the same reference run.
+    shared = [e for e in experiments if "format[0]" in e.points]
+    assert len(shared) == 1 and {"data_size[2]", "epochs[0]"} <= set(shared[0].points)
+    assert shared[0].tasks == ["smiles2formula", "smiles2iupac"]  # the union of the points' tasks
+    assert len(experiments) == 3 + 4 + 1 - 2
+    cmd = shared[0].command()
+    assert cmd[:5] == ["dvc", "exp", "run", "--queue", "-n"] and cmd[5].startswith("format-0-")
+    assert "tasks=[smiles2formula,smiles2iupac]" in cmd and "data.format=plain" in cmd
+    names = [e.name for e in experiments]
+    assert len(set(names)) == len(names)
 
 
 def test_apply_overrides_sets_nested_keys_without_touching_input():

@@ -112,9 +112,29 @@ def test_smiles2formula():
     rows = task.score_batch(["C2H6O", "C2H6", " C2H6O\n"], [ex] * 3)
     assert [r["exact_match"] for r in rows] == [1, 0, 1]
     assert 0 < rows[1]["char_similarity"] < 1 and rows[1]["output_len"] == 4
+    assert [r["element_accuracy"] for r in rows] == [1, 2 / 3, 1]  # C2H6 lacks the O
     assert task.baseline(["CCO", "bad(("]) == ["C2H6O", None]
     assert task.verify(["CCO", "CCO"], ["C2H6O", "C2H5O"]) == [True, False]
     assert task.validate_source("bad((") is not None and task.validate_source("CCO") is None
+
+
+@pytest.mark.parametrize(
+    ("prediction", "target", "expected"),
+    [
+        ("C9H16O4", "C9H16O3", 2 / 3),
+        ("C9H16O4", "C9H16O4", 1.0),
+        ("C2H7N+", "C2H7N", 3 / 4),      # a charge the target lacks is one more wrong "element"
+        ("C4H4N2O4-2", "C4H4N2O4-2", 1.0),
+        ("ClC2", "C2Cl", 1.0),             # counts, not order
+        ("C12H10Cl2", "C12H10Cl", 2 / 3),  # Cl is one element, not C + l
+        ("c1ccccc1", "C6H6", 0.0),         # not a formula
+        ("", "C6H6", 0.0),
+    ],
+)
+def test_formula_element_accuracy(prediction, target, expected):
+    from seqtune.tasks.smiles2formula import element_accuracy
+
+    assert element_accuracy(prediction, target) == pytest.approx(expected)
 
 
 def test_iupac2smiles():

@@ -178,23 +178,33 @@ SweepsOpt = typer.Option(Path("sweeps.yaml"), "--sweeps", help="Sweep definition
 
 @sweep_app.command("list")
 def sweep_list(sweeps: Path = SweepsOpt, params: Path = ParamsOpt):
-    """Validate sweeps.yaml and print each sweep's points as `dvc exp run` commands."""
+    """Validate sweeps.yaml; print each sweep's points and the experiments that run them."""
     from seqtune import sweeps as mod
 
     sf = _run(mod.load_sweeps, sweeps, params)
     for name, sweep in sf.sweeps.items():
-        typer.echo(f"{name}: {sweep.finding}")
-        for cmd in mod.queue_commands(name, sweeps_path=sweeps, params=params):
-            typer.echo("  " + " ".join(cmd))
+        typer.echo(f"{name}: {sweep.finding}  (x: {sweep.x})")
+        for i, point in enumerate(sweep.points):
+            typer.echo(f"  [{i}] " + " ".join(f"{k}={v}" for k, v in point.items()))
+    typer.echo("\nexperiments (a configuration shared by several points runs once):")
+    for exp in _run(mod.plan, list(sf.sweeps), sweeps_path=sweeps, params=params):
+        typer.echo(f"  {' '.join(exp.command())}\n      # {', '.join(exp.points)}")
 
 
 @sweep_app.command("queue")
-def sweep_queue(name: str, sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
+def sweep_queue(names: list[str] = typer.Argument(..., help="Sweep names, or `all`."),
+                sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
+                rerun: bool = typer.Option(False, "--rerun", help="Queue points that already have a matching run too."),
                 dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands only.")):
-    """Queue every point of sweep NAME with `dvc exp run --queue` (then `dvc queue start -j 1`)."""
+    """Queue the points of sweeps NAMES with `dvc exp run --queue` (then `dvc queue start -j 1`).
+
+    A configuration shared by several points is queued once; one that already has a matching
+    MLflow run is skipped."""
     from seqtune import sweeps as mod
 
-    _run(mod.queue, name, sweeps_path=sweeps, params=params, dry_run=dry_run)
+    if names == ["all"]:
+        names = list(_run(mod.load_sweeps, sweeps, params).sweeps)
+    _run(mod.queue, names, sweeps_path=sweeps, params=params, rerun=rerun, dry_run=dry_run)
 
 
 @app.command()

@@ -9,6 +9,7 @@ typo in `dvc exp run -S trian.epochs=3` fails loudly instead of being silently i
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -209,3 +210,15 @@ def load_section(name: str, path: Path | str = DEFAULT_PARAMS) -> Any:
     if name not in SECTIONS and name != "tasks":
         raise ConfigError(f"no params section {name!r}; sections: {['tasks', *SECTIONS]}")
     return getattr(load_params(path), name)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys -> strings, as MLflow params are logged (`train.lora.r` -> "16"), so a
+    logged run and a params file compare exactly."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else str(v)
+    return out

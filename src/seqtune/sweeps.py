@@ -1,11 +1,15 @@
 """Experiment sweeps (sweeps.yaml): validated definitions queued as DVC experiments.
 
-    seqtune sweep queue data_size     # then: dvc queue start -j 1
+    seqtune sweep queue data_size format      # or `all`; then: dvc queue start -j 1
 
 Each point of a sweep is a set of params.yaml overrides (`common`, then the sweep's `set`,
 then the point's own keys). Every point is validated against the params schema before
 anything is queued, so a typo fails here rather than an hour into a queue. Points run as
-`dvc exp run --queue -n <sweep>-<i> -S key=value ...`, which DVC and MLflow both track.
+`dvc exp run --queue -n <sweep>-<i>-<config hash> -S key=value ...`, which DVC and MLflow
+both track. Sweeps usually share a reference point (the data-size sweep's middle point is
+the format sweep's `plain` point, say): a configuration is queued once, and not at all when
+MLflow already holds a run of it (`seqtune.runs`), so re-queueing after adding a point runs
+only the new one.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from __future__ import annotations
 import copy
 import logging
 import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from seqtune.config import DEFAULT_PARAMS, ConfigError, parse_params, read_yaml
+from seqtune.config import DEFAULT_PARAMS, ConfigError, Params, parse_params, read_yaml
+from seqtune.io import rows_sha256
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +83,63 @@ def load_sweeps(path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_
     raw = read_yaml(params)
     for name, sweep in sweeps.sweeps.items():
         for i in range(len(sweep.points)):
-            try:
-                parse_params(apply_overrides(raw, point_overrides(sweeps, name, i)), f"{path} sweep {name} point {i}")
-            except ConfigError as e:
-                raise ConfigError(str(e)) from None
+            parse_params(apply_overrides(raw, point_overrides(sweeps, name, i)), f"{path} sweep {name} point {i}")
         if sweep.x != "epoch" and not all(sweep.x in p for p in sweep.points):
             raise ConfigError(f"{path}: sweep {name}: every point must set its x key {sweep.x!r}")
     return sweeps
+
+
+def point_params(sweeps: SweepFile, name: str, index: int, raw: dict[str, Any]) -> Params:
+    """The whole configuration of one point: params.yaml (`raw`) with its overrides."""
+    return parse_params(apply_overrides(raw, point_overrides(sweeps, name, index)), f"sweep {name} point {index}")
+
+
+@dataclass
+class Experiment:
+    """One `dvc exp run`: the points of one configuration, for the tasks not yet run."""
+
+    name: str
+    overrides: dict[str, Any]
+    tasks: list[str]
+    points: list[str] = field(default_factory=list)
+    """`sweep[i]` of every point this experiment runs."""
+    done: dict[str, str] = field(default_factory=dict)
+    """task -> id of the MLflow run that already ran this configuration."""
+
+    def command(self) -> list[str]:
+        cmd = ["dvc", "exp", "run", "--queue", "-n", self.name]
+        for k, v in {**self.overrides, "tasks": self.tasks}.items():
+            cmd += ["-S", f"{k}={_hydra_value(v)}"]
+        return cmd
+
+
+def plan(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_PARAMS,
+         runs=None, rerun: bool = False) -> list[Experiment]:
+    """The experiments that run sweeps `names`: points of the same configuration are one
+    experiment (sweeps share their reference point), and with `runs` (`collect_runs()`),
+    tasks that already have a matching run are left out unless `rerun`."""
+    from seqtune.runs import match_run, signature
+
+    sweeps = load_sweeps(sweeps_path, params)
+    unknown = [n for n in names if n not in sweeps.sweeps]
+    if unknown or not names:
+        raise ConfigError(f"no sweep {', '.join(map(repr, unknown)) or 'named'} in {sweeps_path}; defined: {', '.join(sweeps.sweeps)}")
+    raw = read_yaml(params)
+    by_config: dict[str, Experiment] = {}
+    for name in names:
+        for i in range(len(sweeps.sweeps[name].points)):
+            p = point_params(sweeps, name, i, raw)
+            sig = signature(p)
+            key = rows_sha256([sorted(sig.items())])
+            exp = by_config.setdefault(key, Experiment(f"{name}-{i}-{key[:6]}", point_overrides(sweeps, name, i), []))
+            exp.points.append(f"{name}[{i}]")
+            exp.tasks += [t for t in p.tasks if t not in exp.tasks]
+            for task in p.tasks:
+                if runs is not None and not rerun and task not in exp.done and (row := match_run(runs, sig, task)) is not None:
+                    exp.done[task] = row.run_id
+    for exp in by_config.values():
+        exp.tasks = [t for t in exp.tasks if t not in exp.done]
+    return list(by_config.values())
 
 
 def _hydra_value(value: Any) -> str:
@@ -94,26 +151,27 @@ def _hydra_value(value: Any) -> str:
     return str(value)
 
 
-def queue_commands(name: str, *, sweeps_path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_PARAMS) -> list[list[str]]:
-    sweeps = load_sweeps(sweeps_path, params)
-    if name not in sweeps.sweeps:
-        raise ConfigError(f"no sweep {name!r} in {sweeps_path}; defined: {', '.join(sweeps.sweeps)}")
-    cmds = []
-    for i in range(len(sweeps.sweeps[name].points)):
-        cmd = ["dvc", "exp", "run", "--queue", "-n", f"{name}-{i}"]
-        for k, v in point_overrides(sweeps, name, i).items():
-            cmd += ["-S", f"{k}={_hydra_value(v)}"]
-        cmds.append(cmd)
-    return cmds
+def queue(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_PARAMS,
+          rerun: bool = False, dry_run: bool = False) -> list[Experiment]:
+    """Queue the experiments of sweeps `names` (`dvc exp run --queue`), skipping
+    configurations already run; returns the plan (skipped ones have no tasks left)."""
+    from seqtune.runs import collect_runs
 
-
-def queue(name: str, *, sweeps_path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_PARAMS, dry_run: bool = False) -> list[list[str]]:
-    """Queue every point of sweep `name` as a DVC experiment; returns the commands."""
-    cmds = queue_commands(name, sweeps_path=sweeps_path, params=params)
-    for cmd in cmds:
-        log.info("%s", " ".join(cmd))
+    experiments = plan(names, sweeps_path=sweeps_path, params=params, runs=collect_runs(params), rerun=rerun)
+    queued = 0
+    for exp in experiments:
+        covers = ", ".join(exp.points)
+        if exp.done:
+            log.info("%s: already run (%s)", covers, ", ".join(f"{t}: {r[:8]}" for t, r in exp.done.items()))
+        if not exp.tasks:
+            continue
+        cmd = exp.command()
+        log.info("%s: %s", covers, " ".join(cmd))
         if not dry_run:
             subprocess.run(cmd, check=True)
-    if not dry_run:
-        log.info("queued %d experiments: run them with `dvc queue start -j 1`", len(cmds))
-    return cmds
+        queued += 1
+    if queued and not dry_run:
+        log.info("queued %d experiments: run them with `dvc queue start -j 1`", queued)
+    elif not queued:
+        log.info("nothing to queue: every point has a matching run (--rerun runs them again)")
+    return experiments

@@ -37,7 +37,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from seqtune import paths
-from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, load_params
+from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flatten, load_params
 from seqtune.generation import MODEL_CARD, pick_device
 from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
 from seqtune.sft_data import Collator, EpochLengthGroupedSampler, encode_examples
@@ -106,16 +106,6 @@ def git_rev() -> str:
         return rev.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else str(v)
-    return out
 
 
 def read_dataset(task: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:

@@ -8,6 +8,8 @@ a rule-based baseline that is always right (RDKit itself).
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
@@ -16,10 +18,37 @@ from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 from seqtune.tasks.base import Labelled, Task
 from seqtune.tasks.chem import canonical_smiles, char_similarity, mol_from_smiles, smiles_problem
 
+_FORMULA = re.compile(r"(?:[A-Z][a-z]?\d*)+(?:[+-]\d*)?")
+_ELEMENT = re.compile(r"([A-Z][a-z]?)(\d*)")
+_CHARGE = re.compile(r"([+-])(\d*)$")
+
 
 def formula(smiles: str) -> str | None:
     mol = mol_from_smiles(smiles)
     return CalcMolFormula(mol) if mol is not None else None
+
+
+def element_counts(text: str) -> Counter[str] | None:
+    """{element: count} of a formula string (a net charge counts as element "+"/"-"),
+    or None when `text` is not a formula."""
+    if not _FORMULA.fullmatch(text):
+        return None
+    counts: Counter[str] = Counter()
+    for sym, n in _ELEMENT.findall(text):
+        counts[sym] += int(n or 1)
+    if charge := _CHARGE.search(text):
+        counts[charge.group(1)] = int(charge.group(2) or 1)
+    return counts
+
+
+def element_accuracy(prediction: str, target: str) -> float:
+    """Share of the elements in either formula whose count the prediction gets right: a
+    graded signal while exact formulas are still rare (C9H16O4 for C9H16O3 scores 2/3)."""
+    pred, true = element_counts(prediction), element_counts(target)
+    if pred is None or true is None:
+        return 0.0
+    elements = set(pred) | set(true)
+    return sum(pred[e] == true[e] for e in elements) / len(elements)
 
 
 class Smiles2Formula(Task):
@@ -51,6 +80,7 @@ class Smiles2Formula(Task):
             rows.append(
                 {
                     "exact_match": float(p == ex["target"]),
+                    "element_accuracy": element_accuracy(p, ex["target"]),
                     "char_similarity": char_similarity(p, ex["target"]),
                     "output_len": float(len(p)),
                 }

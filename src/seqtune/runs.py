@@ -1,0 +1,65 @@
+"""Tracked runs: which MLflow training run ran a given configuration.
+
+    python -c "from seqtune.runs import collect_runs; print(collect_runs()[['run_id', 'tags.seqtune.task']])"
+
+A sweep point is a whole configuration (params.yaml plus its overrides), so a run matches it
+only when every setting that can change a result is equal: the molecules, data, base_model
+and train sections as the training logged them (params), and the evaluation settings as the
+evaluation tagged them. Matching on the overrides alone is not enough: a run that differs in
+a key the point does not mention (another format, say) would be taken for it. Bookkeeping
+keys (worker counts, logging and checkpoint intervals) never decide a match.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from seqtune.config import DEFAULT_PARAMS, Params, flatten, load_params
+from seqtune.tasks import get_task
+
+MATCH_SECTIONS = ("molecules", "data", "base_model", "train")
+"""Sections whose every key (but bookkeeping) must match, compared as logged params."""
+EVAL_KEYS = ("n_eval", "decoding", "num_beams", "max_new_tokens")
+"""Evaluation settings that change the scores, compared as the `evaluate.*` tags."""
+BOOKKEEPING = frozenset({"molecules.workers", "data.workers", "data.chunk_size", "train.logging_steps", "train.save_steps"})
+"""Keys that cannot change a result."""
+
+
+def signature(p: Params) -> dict[str, str]:
+    """The columns (and values) that a run of configuration `p` has in `collect_runs()`."""
+    logged = flatten({s: getattr(p, s).model_dump() for s in MATCH_SECTIONS})
+    sig = {f"params.{k}": v for k, v in logged.items() if k not in BOOKKEEPING}
+    sig |= {f"tags.evaluate.{k}": str(getattr(p.evaluate, k)) for k in EVAL_KEYS}
+    return sig
+
+
+def collect_runs(params: Path | str | Params = DEFAULT_PARAMS):
+    """Every training run of the experiment, newest first, with its params, tags and
+    metrics (a pandas DataFrame in `mlflow.search_runs` form)."""
+    from seqtune.tracking import setup_mlflow
+
+    p = params if isinstance(params, Params) else load_params(params)
+    mlflow = setup_mlflow(p.mlflow.tracking_uri, p.mlflow.experiment)
+    return mlflow.search_runs(
+        experiment_names=[p.mlflow.experiment],
+        filter_string="tags.`seqtune.stage` = 'train'",
+        order_by=["start_time DESC"],
+    )
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def match_run(runs, sig: dict[str, str], task: str):
+    """The newest evaluated run of `task` whose configuration is `sig`, or None."""
+    primary = f"metrics.eval.{get_task(task).primary_metric}"
+    if runs is None or runs.empty or "tags.seqtune.task" not in runs or primary not in runs:
+        return None
+    cand = runs[(runs["tags.seqtune.task"] == task) & runs[primary].notna()]
+    for _, row in cand.iterrows():  # newest first
+        if all(_present(row.get(col)) and str(row.get(col)) == value for col, value in sig.items()):
+            return row
+    return None

@@ -150,7 +150,7 @@ def test_evaluate_stage_end_to_end(workspace, tmp_path):
     assert metrics["test_hash"] == "th-stats" and metrics["data_hash"] == "dh" and metrics["eval_hash"]
     assert metrics["baseline_rule"]["exact_match"] == 1.0  # RDKit is the ceiling
     assert 0.0 <= metrics["baseline_zero_shot"]["exact_match"] <= 1.0
-    assert set(metrics["baseline_zero_shot"]) == {"exact_match", "char_similarity", "output_len"}
+    assert set(metrics["baseline_zero_shot"]) == {"exact_match", "element_accuracy", "char_similarity", "output_len"}
 
     # The exact saved artifact was scored: its greedy outputs are the predictions written.
     want = [p.output for p in Generator.load(model, max_new_tokens=6).predict([r["source"] for r in rows])]

@@ -10,9 +10,10 @@ from seqtune.sweeps import apply_overrides, load_sweeps, plan
 from tests.conftest import REPO
 
 
-def test_shipped_sweeps_validate_and_cover_the_findings():
-    sf = load_sweeps(REPO / "sweeps.yaml", REPO / "params.yaml")
-    assert {"data_size", "epochs", "format", "base_model", "method"} <= set(sf.sweeps)
+@pytest.mark.parametrize("sweeps_file", ["sweeps.yaml", "sweeps-paper.yaml"])
+def test_shipped_sweeps_validate_and_cover_the_findings(sweeps_file):
+    sf = load_sweeps(REPO / sweeps_file, REPO / "params.yaml")
+    assert {"specialist", "data_size", "epochs", "format", "base_model", "method"} <= set(sf.sweeps)
     xs = [p["data.n_train"] for p in sf.sweeps["data_size"].points]
     assert xs == sorted(xs) and len(set(xs)) >= 3
     formats = {p["data.format"] for p in sf.sweeps["format"].points}
@@ -54,3 +55,17 @@ def test_bad_sweeps_are_errors(tmp_path, sweep, needle):
     path.write_text(yaml.safe_dump({"sweeps": {"bad": sweep}}))
     with pytest.raises(ConfigError, match=needle):
         load_sweeps(path, REPO / "params.yaml")
+
+
+def test_paper_profile_is_the_methods_scale():
+    sf = load_sweeps(REPO / "sweeps-paper.yaml", REPO / "params.yaml")
+    assert [p["data.n_train"] for p in sf.sweeps["data_size"].points] == [10_000, 100_000, 1_000_000]
+    assert max(p.get("train.epochs", 0) for p in sf.sweeps["epochs"].points) >= 30
+    models = {p["base_model.name"] for p in sf.sweeps["base_model"].points}
+    assert {"facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b"} <= models
+
+
+def test_special_x_needs_no_key_but_others_do(tmp_path):
+    path = tmp_path / "sweeps.yaml"
+    path.write_text(yaml.safe_dump({"sweeps": {"s": {"finding": "f", "x": "baseline", "points": [{}]}}}))
+    assert load_sweeps(path, REPO / "params.yaml").sweeps["s"].x == "baseline"

@@ -99,6 +99,15 @@ def test_smiles2iupac_verify_baseline_validate():
         assert msg and ("SMILES" in msg or "empty" in msg), bad
 
 
+@pytest.mark.parametrize("name", sorted(TASK_NAMES))
+def test_primary_and_graded_metrics_are_scored(name):
+    task = get_task(name)
+    smiles = "CCO"
+    source = "ethanol" if task.source_kind == "name" else smiles
+    row = task.score("x", {"source": source, "target": task.baseline([source])[0] or "x", "smiles": smiles})
+    assert task.primary_metric in row and task.graded_metric in row
+
+
 def test_smiles2formula():
     task = get_task("smiles2formula")
     labels = task.label(["CCO", "OCC", "bad((", "c1ccccc1"])

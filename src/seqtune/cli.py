@@ -207,13 +207,31 @@ def sweep_queue(names: list[str] = typer.Argument(..., help="Sweep names, or `al
     _run(mod.queue, names, sweeps_path=sweeps, params=params, rerun=rerun, dry_run=dry_run)
 
 
+@sweep_app.command("cost")
+def sweep_cost(names: list[str] = typer.Argument(..., help="Sweep names, or `all`."),
+               sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
+               gpu_tflops: float = typer.Option(150.0, help="Assumed effective bf16 TFLOP/s of one GPU.")):
+    """Estimate the training cost of sweeps NAMES from throughput measured in tracked runs."""
+    from seqtune import cost as mod
+    from seqtune.runs import collect_runs
+    from seqtune.sweeps import load_sweeps
+
+    if names == ["all"]:
+        names = list(_run(load_sweeps, sweeps, params).sweeps)
+    runs = _run(collect_runs, params)
+    estimates = _run(mod.estimate, names, sweeps_path=sweeps, params=params, runs=runs)
+    typer.echo("\n".join(mod.table(estimates, mod.measured_flops_per_s(runs)[0], gpu_tflops)))
+
+
 @app.command()
 def report(sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
-           out: Path = typer.Option(Path("reports"), help="Output folder.")):
+           out: Path = typer.Option(Path("reports"), help="Output folder."),
+           paper: Optional[Path] = typer.Option(Path("sweeps-paper.yaml"), help="Sweeps whose cost the report estimates "
+                                                "(skipped when the file does not exist).")):
     """Write reports/findings.md and its PNG plots from the tracked runs."""
     from seqtune import report as mod
 
-    md = _run(mod.main, params=params, sweeps_path=sweeps, out=out)
+    md = _run(mod.main, params=params, sweeps_path=sweeps, out=out, paper_sweeps=paper)
     typer.echo(f"wrote {md}")
 
 

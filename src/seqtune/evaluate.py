@@ -296,7 +296,7 @@ def _write(task, rows, outputs, scores, preds, metrics, epochs, sizes, baselines
     primary = metrics["primary_metric"]
     with atomic_path(paths.predictions_path(task)) as tmp, open(tmp, "w") as f:
         for i, r in enumerate(rows):
-            item = {"source": r["source"], "target": r["target"], "heavy_atoms": int(r["heavy_atoms"]),
+            item = {"source": r["source"], "target": r["target"], "smiles": r["smiles"], "heavy_atoms": int(r["heavy_atoms"]),
                     "prediction": outputs["model"][i], **scores["model"][i]}
             if preds[i].verified is not None:
                 item["verified"] = preds[i].verified

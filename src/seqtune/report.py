@@ -1,202 +1,381 @@
 """Findings report from tracked runs: reports/findings.md + PNG plots.
 
-    seqtune report                    # reads MLflow (and sweeps.yaml), writes reports/
+    seqtune report                    # reads MLflow and sweeps.yaml, writes reports/
 
-For every sweep in sweeps.yaml it picks, per point, the newest MLflow training run whose
-params match the point's overrides and that has evaluation metrics, then tabulates and plots
-the metrics against the sweep's x (baselines drawn as lines) and states what the numbers
-show — a contradiction of the claimed finding is reported as plainly as a confirmation.
-Every table and figure names the runs it came from. Re-running regenerates everything.
+For every sweep in sweeps.yaml and every task it runs, the report takes, per point, the
+newest evaluated MLflow training run of exactly that configuration (`seqtune.runs`), reads
+its per-item scores, and states what they show about the sweep's claim: a difference counts
+only beyond two standard errors of the paired difference (the points share their test
+items), and a contradiction is reported as plainly as a confirmation. Each sweep gets a
+table, a figure per metric (baselines as lines), and a figure by molecule size; each names
+the runs it came from. Re-running regenerates everything from whatever runs exist.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from seqtune.config import DEFAULT_PARAMS, load_params
+from seqtune.config import DEFAULT_PARAMS, load_params, read_yaml
+from seqtune.evaluate import RULE, ZERO_SHOT
+from seqtune.evidence import RunEvidence, bound_se, change, load_evidence, mean, mean_se, paired, size_bins
 from seqtune.io import write_text
-from seqtune.sweeps import DEFAULT_SWEEPS, load_sweeps, point_overrides
+from seqtune.report_plots import Panel, draw
+from seqtune.runs import collect_runs, match_run, signature
+from seqtune.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params
 from seqtune.tasks import get_task
 
 log = logging.getLogger(__name__)
 
 REPORTS = Path("reports")
-_SKIP = {"n", "output_len", "items_per_s", "seconds", "verified_gain", "verified_rate", "max_new_tokens", "batch_size", "num_beams"}
+BASELINE_NAMES = {RULE: "rule-based tool", ZERO_SHOT: "zero-shot base model"}
+_NOT_METRICS = {"n", "items_per_s", "seconds", "verified_gain", "verified_rate", "max_new_tokens", "batch_size", "num_beams"}
 
 
-def _norm(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
-    return value
+@dataclass
+class Verdict:
+    task: str
+    status: str
+    """supported | contradicted | partly supported | not shown | not run."""
+    text: str
 
 
-def _same(a: Any, b: Any) -> bool:
-    a, b = _norm(a), _norm(b)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9)
-    return a == b
+@dataclass
+class Section:
+    name: str
+    finding: str
+    lines: list[str] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    runs: set[str] = field(default_factory=set)
 
 
-def collect_runs(params: Path | str = DEFAULT_PARAMS):
-    """All training runs with their params, tags and metrics (a pandas DataFrame)."""
-    from seqtune.tracking import setup_mlflow
+class Evidence:
+    """Loads each run's evidence once (a run often serves several sweeps)."""
 
-    p = load_params(params)
-    mlflow = setup_mlflow(p.mlflow.tracking_uri, p.mlflow.experiment)
-    return mlflow.search_runs(
-        experiment_names=[p.mlflow.experiment],
-        filter_string="tags.`seqtune.stage` = 'train'",
-        order_by=["start_time DESC"],
-    )
+    def __init__(self, runs):
+        self.runs = runs
+        self._cache: dict[tuple[str, str], RunEvidence] = {}
 
-
-def match_run(runs, overrides: dict[str, Any], task: str):
-    """The newest run of `task` with evaluation metrics whose params match `overrides`."""
-    if runs.empty or "tags.seqtune.task" not in runs:
-        return None
-    primary = f"metrics.eval.{get_task(task).primary_metric}"
-    if primary not in runs:
-        return None
-    cand = runs[(runs["tags.seqtune.task"] == task) & runs[primary].notna()]
-    for _, row in cand.iterrows():  # newest first
-        if all(k == "tasks" or _same(row.get(f"params.{k}"), v) for k, v in overrides.items()):
-            return row
-    return None
+    def get(self, sig: dict[str, str], task: str) -> RunEvidence | None:
+        row = match_run(self.runs, sig, task)
+        if row is None:
+            return None
+        key = (row.run_id, task)
+        if key not in self._cache:
+            self._cache[key] = load_evidence(row, task)
+        return self._cache[key]
 
 
-def metric_names(row) -> list[str]:
-    names = [c[len("metrics.eval."):] for c in row.index if c.startswith("metrics.eval.") and not math.isnan(row[c])]
-    return [n for n in names if "." not in n and n not in _SKIP]
+# ---------------------------------------------------------------------------------------
+# formatting
 
 
-def _verdict(xs: list, ys: list[float], numeric: bool, metric: str) -> str:
-    if len(ys) < 2:
-        return "Only one point has been run: no comparison yet."
-    if numeric:
-        pairs = sorted(zip(xs, ys))
-        rising = all(b >= a for (_, a), (_, b) in zip(pairs, pairs[1:]))
-        trend = "rises monotonically" if rising else "does not rise monotonically"
-        return (f"{metric} {trend} with x: " + ", ".join(f"{x} → {y:.3f}" for x, y in pairs)
-                + f" (change {pairs[-1][1] - pairs[0][1]:+.3f}).")
-    best = max(range(len(ys)), key=ys.__getitem__)
-    worst = min(range(len(ys)), key=ys.__getitem__)
-    return (f"best {metric}: {xs[best]} ({ys[best]:.3f}); worst: {xs[worst]} ({ys[worst]:.3f}); "
-            f"spread {ys[best] - ys[worst]:.3f}.")
+def _f(value: float, se: float | None = None) -> str:
+    if value != value:
+        return "–"
+    return f"{value:.3f}" if se is None or se != se else f"{value:.3f} ± {se:.3f}"
 
 
-def _plot(path: Path, title: str, xs: list, series: dict[str, list[float]], baselines: dict[str, float], numeric: bool, xlabel: str) -> None:
-    import matplotlib
+def _int(value: float) -> str:
+    return "–" if value != value else f"{value:.0f}"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    if numeric:
-        for name, ys in series.items():
-            ax.plot(xs, ys, marker="o", label=name)
-        if len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 4:
-            ax.set_xscale("log")
+def _d(d: float, se: float) -> str:
+    return f"{d:+.3f} ± {se:.3f}"
+
+
+def metric_order(task: str, ev: RunEvidence) -> list[str]:
+    """Primary, graded, then the task's other [0, 1] metrics (lengths and counters left out)."""
+    t = get_task(task)
+    names = [k for k, v in ev.items[0].items() if isinstance(v, float) and not k.endswith("_len") and k not in _NOT_METRICS]
+    head = [m for m in (t.primary_metric, t.graded_metric) if m and m in names]
+    return head + [m for m in names if m not in head]
+
+
+def _headline(task: str) -> list[str]:
+    t = get_task(task)
+    return [m for m in (t.primary_metric, t.graded_metric) if m]
+
+
+def _footer(evs: list[tuple[Any, RunEvidence]], key: str) -> str:
+    return "runs: " + ", ".join(f"{ev.short} ({key}={x})" for x, ev in evs)
+
+
+# ---------------------------------------------------------------------------------------
+# verdicts
+
+
+def trend_verdict(task: str, first: tuple[Any, RunEvidence], last: tuple[Any, RunEvidence], what: str) -> Verdict:
+    """Does the claim "more of x helps" hold between the smallest and the largest x?"""
+    primary, graded = get_task(task).primary_metric, get_task(task).graded_metric
+    (x0, a), (x1, b) = first, last
+    parts, changes = [], {}
+    for m in [primary] + ([graded] if graded else []):
+        d, se = paired(a.scores(m), b.scores(m))
+        changes[m] = change(d, se)
+        parts.append(f"{m} {_f(mean(a.scores(m)))} → {_f(mean(b.scores(m)))} ({_d(d, se)}, {changes[m]})")
+    text = f"{what} {x0} → {x1}: " + "; ".join(parts) + "."
+    if changes[primary] == "rises":
+        return Verdict(task, "supported", text)
+    if changes[primary] == "falls":
+        return Verdict(task, "contradicted", text)
+    if graded and changes[graded] == "rises":
+        return Verdict(task, "partly supported", text + f" Only the graded {graded} moves beyond noise.")
+    if graded and changes[graded] == "falls":
+        return Verdict(task, "contradicted", text + f" The graded {graded} falls.")
+    return Verdict(task, "not shown", text + " No change beyond noise at this scale.")
+
+
+def spread_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) -> Verdict:
+    """Does the choice among categories matter? Best vs worst, paired, on the primary metric
+    (on the graded one when the primary cannot rank them: all equal)."""
+    t = get_task(task)
+    metric = t.primary_metric
+    if t.graded_metric and len({round(mean(ev.scores(metric)), 9) for _, ev in points}) == 1:
+        metric = t.graded_metric
+    ranked = sorted(points, key=lambda p: mean(p[1].scores(metric)), reverse=True)
+    (best_x, best), (worst_x, worst) = ranked[0], ranked[-1]
+    d, se = paired(worst.scores(metric), best.scores(metric))
+    ref_x, ref = points[0]
+    vs_ref = "; ".join(f"{x} {_d(*paired(ref.scores(metric), ev.scores(metric)))}" for x, ev in points[1:])
+    text = (f"on {metric}, best {best_x} ({_f(mean(best.scores(metric)))}), worst {worst_x} "
+            f"({_f(mean(worst.scores(metric)))}): {_d(d, se)} paired; against {ref_x}: {vs_ref}.")
+    if change(d, se) == "rises":
+        status = "supported" if metric == t.primary_metric else "partly supported"
+        return Verdict(task, status, f"{what} matters: {text}")
+    return Verdict(task, "not shown", f"{what}: no difference beyond noise, {text}")
+
+
+# ---------------------------------------------------------------------------------------
+# sections
+
+
+def _sweep_tasks(sweeps: SweepFile, name: str, raw: dict) -> list[str]:
+    tasks: list[str] = []
+    for i in range(len(sweeps.sweeps[name].points)):
+        tasks += [t for t in point_params(sweeps, name, i, raw).tasks if t not in tasks]
+    return tasks
+
+
+def _baseline_block(task: str, ev: RunEvidence, sec: Section) -> None:
+    metrics = metric_order(task, ev)
+    sec.lines += ["| who | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    rows = [("fine-tuned", None)] + [(BASELINE_NAMES[b], b) for b in (ZERO_SHOT, RULE) if b in ev.baselines]
+    for label, who in rows:
+        vals = [mean_se(ev.scores(m, who or "model")) for m in metrics]
+        sec.lines.append(f"| {label} | " + " | ".join(_f(m, se) for m, se in vals) + " |")
+    sec.lines.append("")
+    if ZERO_SHOT not in ev.baselines:
+        sec.verdicts.append(Verdict(task, "not shown", "the run has no zero-shot baseline (evaluate.zero_shot_baseline: false)"))
+        return
+    parts, moved = [], {}
+    for m in _headline(task):
+        d, se = paired(ev.scores(m, ZERO_SHOT), ev.scores(m))
+        moved[m] = change(d, se)
+        parts.append(f"{m} {_f(mean(ev.scores(m, ZERO_SHOT)))} → {_f(mean(ev.scores(m)))} ({_d(d, se)})")
+    primary = get_task(task).primary_metric
+    text = "zero-shot → fine-tuned: " + "; ".join(parts) + "."
+    if moved[primary] == "rises":
+        status = "supported"
+    elif any(v == "rises" for v in moved.values()):
+        status, text = "partly supported", text + f" The {primary} itself does not move beyond noise."
     else:
-        width = 0.8 / max(len(series), 1)
-        for j, (name, ys) in enumerate(series.items()):
-            ax.bar([i + j * width for i in range(len(xs))], ys, width, label=name)
-        ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(xs))], [str(x) for x in xs])
-    for (name, value), style in zip(baselines.items(), ("--", ":", "-.")):
-        ax.axhline(value, linestyle=style, color="grey", label=name)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        status = "not shown"
+    sec.verdicts.append(Verdict(task, status, text))
 
 
-def _epoch_history(run_id: str, metric: str) -> tuple[list[int], list[float]]:
+def _epoch_block(task: str, ev: RunEvidence, sec: Section, out: Path, n_val: int) -> None:
     from mlflow import MlflowClient
 
-    hist = sorted(MlflowClient().get_metric_history(run_id, f"val_{metric}"), key=lambda m: m.step)
-    return [m.step for m in hist], [m.value for m in hist]
+    client = MlflowClient()
+    metrics = metric_order(task, ev)
+    hist = {}
+    for m in metrics:
+        points = sorted(client.get_metric_history(ev.run_id, f"val_{m}"), key=lambda h: h.step)
+        hist[m] = {h.step: h.value for h in points}
+    epochs = sorted(set().union(*[h.keys() for h in hist.values()])) if hist else []
+    if not epochs:
+        sec.lines += [f"Run `{ev.short}` logged no per-epoch metrics (train.val_size: 0).", ""]
+        sec.verdicts.append(Verdict(task, "not run", "no per-epoch metrics"))
+        return
+    sec.lines += ["| epoch | " + " | ".join(f"val {m}" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for e in epochs:
+        sec.lines.append(f"| {e} | " + " | ".join(_f(hist[m].get(e, float("nan"))) for m in metrics) + " |")
+    base = {BASELINE_NAMES[b]: b for b in (ZERO_SHOT, RULE) if b in ev.baselines}
+    panels = [Panel(m, {"validation": ([hist[m].get(e, float("nan")) for e in epochs],
+                                       [bound_se(hist[m].get(e, float("nan")), n_val) for e in epochs])},
+                    {label: mean(ev.scores(m, b)) for label, b in base.items()}) for m in _headline(task)]
+    png = draw(out / f"{sec.name}_{task}.png", title=f"{task}: validation metrics by epoch", xlabel="epoch", xs=epochs,
+               panels=panels, footer=f"run: {ev.short} ({n_val} validation items after every epoch)")
+    primary = get_task(task).primary_metric
+    first, last = epochs[0], epochs[-1]
+    parts, moved = [], {}
+    for m in _headline(task):
+        a, b = hist[m].get(first, float("nan")), hist[m].get(last, float("nan"))
+        se = math.hypot(bound_se(a, n_val), bound_se(b, n_val))
+        moved[m] = change(b - a, se)
+        tail = hist[m].get(epochs[-2], float("nan")) if len(epochs) > 1 else float("nan")
+        parts.append(f"{m} epoch {first} → {last}: {_f(a)} → {_f(b)} ({b - a:+.3f}; last epoch {b - tail:+.3f})")
+    text = "; ".join(parts) + (f". Error bound: the variance bound of a [0, 1] mean over {n_val} items (the per-epoch "
+                               f"curve keeps means only). Flattening after 20-30 epochs cannot show in {last} epochs: "
+                               "that needs the paper profile (sweeps-paper.yaml).")
+    status = ("supported" if moved[primary] == "rises" else "contradicted" if moved[primary] == "falls"
+              else "partly supported" if "rises" in moved.values() else "not shown")
+    sec.verdicts.append(Verdict(task, status, text))
+    sec.lines += ["", f"![{sec.name} {task}]({png.name})", ""]
 
 
-def sweep_section(name: str, sweeps, runs, out: Path) -> str:
+def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, RunEvidence]], missing: list[Any],
+                  sec: Section, out: Path) -> None:
     sweep = sweeps.sweeps[name]
-    first = point_overrides(sweeps, name, 0)
-    tasks = first.get("tasks") or load_params().tasks
-    lines = [f"## {name}: {sweep.finding}", ""]
-    for task in tasks:
-        primary = get_task(task).primary_metric
-        rows = [match_run(runs, point_overrides(sweeps, name, i), task) for i in range(len(sweep.points))]
-        done = [(i, r) for i, r in enumerate(rows) if r is not None]
-        lines.append(f"### {task} (primary metric: {primary})")
-        if not done:
-            cmd = f"seqtune sweep queue {name} && dvc queue start -j 1"
-            lines += ["", f"No matching runs yet: `{cmd}`.", ""]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in evs)
+    if numeric:
+        evs = sorted(evs, key=lambda p: p[0])
+    metrics = metric_order(task, evs[0][1])
+    sec.lines += [f"| {sweep.x} | run | " + " | ".join(metrics) + " | train s | tokens/s |", "|---" * (len(metrics) + 4) + "|"]
+    for x, ev in evs:
+        cells = [_f(*mean_se(ev.scores(m))) for m in metrics]
+        sec.lines.append(f"| {x} | `{ev.short}` | " + " | ".join(cells)
+                         + f" | {_int(ev.metric('train_runtime'))} | {_int(ev.metric('train_tokens_per_s'))} |")
+    ref = evs[0][1]
+    base = {f"{BASELINE_NAMES[b]}": b for b in (ZERO_SHOT, RULE) if b in ref.baselines}
+    for label, b in base.items():
+        sec.lines.append(f"| *{label}* | `{ref.short}` | " + " | ".join(_f(mean(ref.scores(m, b))) for m in metrics) + " | | |")
+    sec.lines += ["", "Values: mean ± standard error over the test items; baselines (italic) are scored on the same items."]
+    if missing:
+        sec.lines.append(f"Not run yet: {sweep.x} = {', '.join(map(str, missing))} (`seqtune sweep queue {name}`).")
+    sec.lines.append("")
+
+    xs = [x for x, _ in evs]
+    panels = [Panel(m, {"fine-tuned": ([mean(ev.scores(m)) for _, ev in evs], [mean_se(ev.scores(m))[1] for _, ev in evs])},
+                    {label: mean(ref.scores(m, b)) for label, b in base.items()}) for m in _headline(task)]
+    footer = _footer(evs, sweep.x)
+    log_x = numeric and min(xs) > 0 and max(xs) / min(xs) >= 4
+    png = draw(out / f"{name}_{task}.png", title=f"{task}: {sweep.finding}", xlabel=sweep.x, xs=xs, panels=panels,
+               footer=footer, kind="line" if numeric else "bar", log_x=log_x)
+    sec.lines += [f"![{name} {task}]({png.name})", ""]
+
+    # By molecule size: the same items in heavy-atom bins, one line per point.
+    heavy = [int(it["heavy_atoms"]) for it in ref.items]
+    bins = size_bins(heavy)
+    if len(bins) > 1:
+        labels = [f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in bins]
+        members = [[i for i, h in enumerate(heavy) if lo <= h <= hi] for lo, hi in bins]
+        size_panels = []
+        for m in _headline(task):
+            series = {}
+            for x, ev in evs:
+                vals = ev.scores(m)
+                series[f"{sweep.x}={x}"] = ([mean([vals[i] for i in idx]) for idx in members],
+                                            [mean_se([vals[i] for i in idx])[1] for idx in members])
+            size_panels.append(Panel(m, series))
+        png = draw(out / f"{name}_{task}_by_size.png", title=f"{task}: by molecule size ({sweep.x})",
+                   xlabel="heavy atoms (n items)", xs=[f"{lab}\n(n={len(idx)})" for lab, idx in zip(labels, members)],
+                   panels=size_panels, footer=footer)
+        graded = get_task(task).graded_metric or get_task(task).primary_metric
+        sec.lines += [f"By molecule size ({graded}):", "", f"| heavy atoms | n | " + " | ".join(f"{sweep.x}={x}" for x in xs) + " |",
+                      "|---" * (len(xs) + 2) + "|"]
+        for lab, idx in zip(labels, members):
+            sec.lines.append(f"| {lab} | {len(idx)} | " + " | ".join(_f(mean([ev.scores(graded)[i] for i in idx])) for _, ev in evs) + " |")
+        sec.lines += ["", f"![{name} {task} by size]({png.name})", ""]
+
+    if len(evs) < 2:
+        sec.verdicts.append(Verdict(task, "not run", f"only {sweep.x} = {evs[0][0]} has a run: nothing to compare yet"))
+    elif numeric:
+        sec.verdicts.append(trend_verdict(task, evs[0], evs[-1], sweep.x))
+    else:
+        sec.verdicts.append(spread_verdict(task, evs, sweep.x))
+
+
+def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, out: Path) -> Section:
+    sweep = sweeps.sweeps[name]
+    sec = Section(name, sweep.finding, [f'<a id="{name}"></a>', "", f"## {name}: {sweep.finding}", ""])
+    for task in _sweep_tasks(sweeps, name, raw):
+        t = get_task(task)
+        sec.lines += [f"### {task} (primary metric: {t.primary_metric}; graded: {t.graded_metric or '–'})", ""]
+        found, missing = [], []
+        for i, point in enumerate(sweep.points):
+            p = point_params(sweeps, name, i, raw)
+            if task not in p.tasks:
+                continue
+            ev = evidence.get(signature(p), task)
+            x = point.get(sweep.x, i) if sweep.x not in ("epoch", "baseline") else i
+            if ev is None:
+                missing.append(x)
+            else:
+                found.append((x, ev, p))
+        if not found:
+            sec.lines += [f"No run of this configuration yet: `seqtune sweep queue {name} && dvc queue start -j 1`.", ""]
+            sec.verdicts.append(Verdict(task, "not run", "no matching run yet"))
             continue
-        metrics = metric_names(done[0][1])
-        base = {f"{b} ({primary})": float(done[0][1][f"metrics.eval.{b}.{primary}"])
-                for b in ("baseline_rule", "baseline_zero_shot") if f"metrics.eval.{b}.{primary}" in done[0][1]
-                and not math.isnan(done[0][1][f"metrics.eval.{b}.{primary}"])}
-        png = out / f"{name}_{task}.png"
-        if sweep.x == "epoch":
-            run = done[0][1]
-            lines += ["", "| epoch | " + " | ".join(f"val {m}" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-            hist = {m: _epoch_history(run.run_id, m) for m in metrics}
-            epochs = hist[primary][0] if primary in hist else []
-            for k, e in enumerate(epochs):
-                lines.append(f"| {e} | " + " | ".join(f"{hist[m][1][k]:.3f}" if k < len(hist[m][1]) else "" for m in metrics) + " |")
-            if epochs:
-                _plot(png, f"{task}: metrics by epoch", epochs, {m: hist[m][1] for m in metrics}, base, True, "epoch")
-                lines += ["", _verdict(epochs, hist[primary][1], True, f"val {primary}")]
-            lines += ["", f"Run: `{run.run_id}`."]
+        sec.runs |= {ev.run_id for _, ev, _ in found}
+        x, ev, p = found[0]
+        if sweep.x == "baseline":
+            sec.lines += [f"Run `{ev.short}` ({p.data.n_train} examples, {p.train.epochs:g} epochs, {p.data.format} format, "
+                          f"{p.base_model.name}), {len(ev.items)} test items:", ""]
+            _baseline_block(task, ev, sec)
+        elif sweep.x == "epoch":
+            _epoch_block(task, ev, sec, out, n_val=p.train.val_size)
         else:
-            xs = [_norm(sweep.points[i][sweep.x]) for i, _ in done]
-            numeric = all(isinstance(x, (int, float)) for x in xs)
-            lines += ["", f"| {sweep.x} | run | " + " | ".join(metrics) + " | train s |", "|---" * (len(metrics) + 3) + "|"]
-            for x, (_, r) in zip(xs, done):
-                secs = r.get("metrics.train_runtime", float("nan"))
-                lines.append(f"| {x} | `{r.run_id[:8]}` | " + " | ".join(f"{r[f'metrics.eval.{m}']:.3f}" for m in metrics)
-                             + f" | {secs:.0f} |")
-            series = {m: [float(r[f"metrics.eval.{m}"]) for _, r in done] for m in metrics}
-            _plot(png, f"{task}: {sweep.x}", xs, series, base, numeric, sweep.x)
-            lines += ["", _verdict(xs, series[primary], numeric, primary)]
-            missing = len(sweep.points) - len(done)
-            if missing:
-                lines.append(f"{missing} point(s) not run yet.")
-        if base:
-            lines.append("Baselines: " + "; ".join(f"{k} = {v:.3f}" for k, v in base.items()) + ".")
-        lines += ["", f"![{name} {task}]({png.name})", ""]
-    return "\n".join(lines)
+            _points_block(task, sweeps, name, [(x, ev) for x, ev, _ in found], missing, sec, out)
+        sec.lines += [f"**{sec.verdicts[-1].status}**: {sec.verdicts[-1].text}", ""]
+    return sec
 
 
-def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAULT_SWEEPS, out: Path | str = REPORTS) -> Path:
-    """Write reports/findings.md (+ PNGs) from every tracked run; returns the markdown path."""
+# ---------------------------------------------------------------------------------------
+# the report
+
+
+def _setup_table(sweeps: SweepFile) -> list[str]:
+    lines = ["| setting (every point, unless its sweep varies it) | value |", "|---|---|"]
+    lines += [f"| `{k}` | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in sweeps.common.items()]
+    return lines + [""]
+
+
+def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAULT_SWEEPS, out: Path | str = REPORTS,
+         paper_sweeps: Path | str | None = None) -> Path:
+    """Write `out`/findings.md (+ PNGs) from every tracked run; returns the markdown path."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     sweeps = load_sweeps(sweeps_path, params)
-    runs = collect_runs(params)
+    raw = read_yaml(params)
+    runs = collect_runs(load_params(params))
     log.info("%d training runs in the store", len(runs))
+    evidence = Evidence(runs)
+    sections = [sweep_section(name, sweeps, raw, evidence, out) for name in sweeps.sweeps]
+    used = set().union(*(s.runs for s in sections)) if sections else set()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    seconds = sum(ev.metric("train_runtime", 0.0) for ev in evidence._cache.values())
     parts = [
         "# seqtune findings",
         "",
-        f"Generated {now} by `seqtune report` from {len(runs)} MLflow training runs and `sweeps.yaml`.",
-        "Each table row is one run (MLflow run id); plots sit beside this file. Regenerate with `seqtune report`.",
+        f"Generated {now} by `seqtune report` from {len(used)} of the {len(runs)} MLflow training runs in the store, "
+        f"for the sweeps in `{Path(sweeps_path).name}` ({seconds / 3600:.1f} h of training in the runs used). "
+        "Each table row is one run (MLflow run id); each figure names its runs. Regenerate with `seqtune report`.",
         "",
+        "A difference counts when it exceeds two standard errors of the paired difference over the same test items "
+        "(± values below are one standard error).",
+        "",
+        "## Summary",
+        "",
+        "| sweep | claim | task | verdict | evidence |",
+        "|---|---|---|---|---|",
     ]
-    parts += [sweep_section(name, sweeps, runs, out) for name in sweeps.sweeps]
+    for s in sections:
+        for v in s.verdicts:
+            parts.append(f"| [{s.name}](#{s.name}) | {s.finding} | {v.task} | **{v.status}** | {v.text} |")
+    parts += ["", "## What was run", "", *_setup_table(sweeps)]
+    for s in sections:
+        parts += s.lines
+    if paper_sweeps and Path(paper_sweeps).exists():
+        from seqtune.cost import cost_section
+
+        parts += cost_section(paper_sweeps, params=params, runs=runs)
     md = out / "findings.md"
-    out.mkdir(parents=True, exist_ok=True)
     write_text(md, "\n".join(parts) + "\n")
     log.info("wrote %s", md)
     return md
-

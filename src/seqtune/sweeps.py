@@ -31,6 +31,10 @@ from seqtune.io import rows_sha256
 log = logging.getLogger(__name__)
 
 DEFAULT_SWEEPS = Path("sweeps.yaml")
+SPECIAL_X = {
+    "epoch": "the run's per-epoch generation metrics (train.val_size items)",
+    "baseline": "the fine-tuned model against the zero-shot base model and the rule-based tool",
+}
 
 
 class Sweep(BaseModel):
@@ -39,7 +43,7 @@ class Sweep(BaseModel):
     finding: str
     """The claim this sweep tests, in one sentence."""
     x: str
-    """The params key that varies (or `epoch` for per-epoch metrics of one run)."""
+    """The params key that varies, or one of SPECIAL_X for a single run's own comparison."""
     set: dict[str, Any] = Field(default_factory=dict)
     """Overrides shared by every point of this sweep."""
     points: list[dict[str, Any]] = Field(min_length=1)
@@ -84,7 +88,7 @@ def load_sweeps(path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_
     for name, sweep in sweeps.sweeps.items():
         for i in range(len(sweep.points)):
             parse_params(apply_overrides(raw, point_overrides(sweeps, name, i)), f"{path} sweep {name} point {i}")
-        if sweep.x != "epoch" and not all(sweep.x in p for p in sweep.points):
+        if sweep.x not in SPECIAL_X and not all(sweep.x in p for p in sweep.points):
             raise ConfigError(f"{path}: sweep {name}: every point must set its x key {sweep.x!r}")
     return sweeps
 

@@ -269,6 +269,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
     if rank0:
         extra = {"task": task, "format": stats["format"], "data_hash": stats["data_hash"], "test_hash": stats["test_hash"],
                  "base_model.source": str(base.get("source")), "base_model.weights_sha256": str(base.get("weights_sha256")),
+                 "base_model.params": str(base.get("params")),
                  "git_rev": git_rev(), "device": device.type, "bf16": str(bf16), "train_examples": str(len(enc.rows)),
                  "dropped_too_long": str(enc.dropped)}
         client, run_id = open_run(p, task, run_id, extra)

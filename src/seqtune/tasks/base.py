@@ -39,6 +39,9 @@ class Task(ABC):
     """One sentence telling the model what to do (used by the instruction and chat formats)."""
     primary_metric: ClassVar[str]
     """Key of `score()`'s dict that decides the champion (higher is better)."""
+    graded_metric: ClassVar[str | None] = None
+    """Key of a partial-credit metric that moves before the primary one does (small models and
+    small data rarely get an answer exactly right); reports plot it beside the primary."""
 
     @abstractmethod
     def label(self, smiles: Sequence[str], *, workers: int = 1) -> list[Labelled]:

@@ -57,6 +57,7 @@ class Smiles2Formula(Task):
     target_kind = "formula"
     instruction: ClassVar[str] = "Give the molecular formula of the molecule with this SMILES."
     primary_metric: ClassVar[str] = "exact_match"
+    graded_metric: ClassVar[str | None] = "element_accuracy"
 
     @property
     def label_version(self) -> str:

@@ -106,6 +106,7 @@ class Smiles2Iupac(Task):
     target_kind = "name"
     instruction: ClassVar[str] = "Give the IUPAC name of the molecule with this SMILES."
     primary_metric: ClassVar[str] = "structure_match"
+    graded_metric: ClassVar[str | None] = "tanimoto"
 
     @property
     def label_version(self) -> str:

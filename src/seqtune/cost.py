@@ -1,0 +1,177 @@
+"""What a sweep will cost before it runs, from throughput measured in tracked runs.
+
+    seqtune sweep cost all --sweeps sweeps-paper.yaml          # the method's scale
+    seqtune sweep cost data_size --gpu-tflops 150
+
+Per experiment and task: training tokens = examples x epochs x tokens per example, where
+tokens per example is measured in a tracked run of the same task and format (tokens seen /
+examples / epochs; molecules of another size change it, so the source run is named). Compute
+is 6 x parameters x tokens FLOPs (forward + backward of a dense decoder). Time "here" scales
+the measured training throughput of this machine's runs by parameter count; time on a GPU
+is compute / `--gpu-tflops`, an assumption (effective, not peak, bf16 FLOP/s) stated as one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from seqtune.config import DEFAULT_PARAMS, read_yaml
+from seqtune.sweeps import load_sweeps, plan, point_params
+
+GPU_TFLOPS = 150.0
+"""Default effective training throughput assumed for one current data-centre GPU (an H100
+reaches ~990 TFLOP/s bf16 dense at peak; small models use a fraction of it)."""
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([mb])\b", re.IGNORECASE)
+
+
+def model_params(name: str, measured: dict[str, float] | None = None) -> float | None:
+    """Parameter count of base model `name`: measured (from a run) when known, else read off
+    its name (`opt-1.3b`, `pythia-410m`, `smollm2-135m`), else None."""
+    if measured and name in measured:
+        return measured[name]
+    m = _SIZE.search(name.rsplit("/", 1)[-1].replace("_", "-"))
+    if not m:
+        return None
+    return float(m.group(1)) * (1e9 if m.group(2).lower() == "b" else 1e6)
+
+
+@dataclass
+class Estimate:
+    experiment: str
+    points: str
+    task: str
+    model: str
+    params: float | None
+    examples: int
+    epochs: float
+    tokens_per_example: float | None
+    source_run: str | None
+    """Run that measured tokens per example (None: no run of this task and format)."""
+
+    @property
+    def tokens(self) -> float | None:
+        return None if self.tokens_per_example is None else self.examples * self.epochs * self.tokens_per_example
+
+    @property
+    def flops(self) -> float | None:
+        return None if self.tokens is None or self.params is None else 6 * self.params * self.tokens
+
+
+def _num(row, col: str) -> float | None:
+    v = row.get(col)
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def tokens_per_example(runs, task: str, fmt: str) -> tuple[float | None, str | None, str]:
+    """(tokens per training example, run id, its molecules) from the newest finished run of
+    `task` in format `fmt` that logged its token count."""
+    if runs is None or runs.empty or "metrics.tokens_seen" not in runs:
+        return None, None, ""
+    for _, row in runs.iterrows():
+        if row.get("tags.seqtune.task") != task or row.get("params.data.format") != fmt:
+            continue
+        seen, n, epochs = _num(row, "metrics.tokens_seen"), _num(row, "params.train_examples"), _num(row, "params.train.epochs")
+        if seen and n and epochs:
+            where = f"{row.get('params.molecules.source')} <= {row.get('params.molecules.max_heavy_atoms')} heavy atoms"
+            return seen / (n * epochs), row.run_id, where
+    return None, None, ""
+
+
+def measured_params(runs) -> dict[str, float]:
+    """Base model name -> parameter count, as training runs logged it."""
+    if runs is None or runs.empty or "params.base_model.params" not in runs:
+        return {}
+    out = {}
+    for _, row in runs.iterrows():
+        if (n := _num(row, "params.base_model.params")) and isinstance(row.get("params.base_model.name"), str):
+            out[row["params.base_model.name"]] = n
+    return out
+
+
+def measured_flops_per_s(runs) -> tuple[float | None, int]:
+    """Median training FLOP/s of this store's full fine-tuning runs (6 x params x tokens/s),
+    and how many runs it is the median of."""
+    if runs is None or runs.empty or "metrics.train_tokens_per_s" not in runs:
+        return None, 0
+    rates, sizes = [], measured_params(runs)
+    for _, row in runs.iterrows():
+        tps, n = _num(row, "metrics.train_tokens_per_s"), model_params(str(row.get("params.base_model.name")), sizes)
+        if tps and n and row.get("params.train.method") == "full":
+            rates.append(6 * n * tps)
+    if not rates:
+        return None, 0
+    rates.sort()
+    return rates[len(rates) // 2], len(rates)
+
+
+def estimate(names: Sequence[str], *, sweeps_path: Path | str, params: Path | str = DEFAULT_PARAMS, runs=None) -> list[Estimate]:
+    sweeps = load_sweeps(sweeps_path, params)
+    raw = read_yaml(params)
+    sizes = measured_params(runs)
+    out = []
+    for exp in plan(names, sweeps_path=sweeps_path, params=params):
+        name, i = exp.points[0].rstrip("]").split("[")
+        p = point_params(sweeps, name, int(i), raw)
+        for task in exp.tasks:
+            tpe, run_id, _ = tokens_per_example(runs, task, p.data.format)
+            out.append(Estimate(exp.name, ", ".join(exp.points), task, p.base_model.name, model_params(p.base_model.name, sizes),
+                                p.data.n_train, p.train.epochs, tpe, run_id))
+    return out
+
+
+def _sci(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2e}"
+
+
+def _human(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "–"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def table(estimates: Sequence[Estimate], here_flops: float | None, gpu_tflops: float = GPU_TFLOPS) -> list[str]:
+    lines = ["| points | task | model | examples | epochs | tokens/example | train tokens | compute (FLOPs) | here | 1 GPU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    total_here = total_gpu = 0.0
+    for e in estimates:
+        here = e.flops / here_flops if e.flops and here_flops else None
+        gpu = e.flops / (gpu_tflops * 1e12) if e.flops else None
+        total_here += here or 0.0
+        total_gpu += gpu or 0.0
+        tpe = f"{e.tokens_per_example:.1f} (`{e.source_run[:8]}`)" if e.tokens_per_example else "not measured"
+        lines.append(f"| {e.points} | {e.task} | {e.model} | {e.examples:,} | {e.epochs:g} | {tpe} | "
+                     f"{_sci(e.tokens)} | {_sci(e.flops)} | {_human(here)} | {_human(gpu)} |")
+    if all(e.flops for e in estimates):
+        lines.append(f"| **all** | | | | | | | | **{_human(total_here)}** | **{_human(total_gpu)}** |")
+    else:
+        lines.append("| **all** | | | | | | | | not every point measured | |")
+    return lines
+
+
+def cost_section(sweeps_path: Path | str, *, params: Path | str = DEFAULT_PARAMS, runs=None,
+                 gpu_tflops: float = GPU_TFLOPS) -> list[str]:
+    """The report's cost section for every sweep in `sweeps_path`."""
+    sweeps = load_sweeps(sweeps_path, params)
+    estimates = estimate(list(sweeps.sweeps), sweeps_path=sweeps_path, params=params, runs=runs)
+    here, n = measured_flops_per_s(runs)
+    lines = [f"## Cost of the method's scale (`{Path(sweeps_path).name}`)", "",
+             "Estimated by `seqtune sweep cost all --sweeps " + Path(sweeps_path).name + "`: training only (evaluation adds "
+             "little). Tokens per example are measured in the run named (on its molecules; larger molecules have longer "
+             "SMILES and names, so treat them as a lower bound)."]
+    if here:
+        lines.append(f"*here*: this machine's measured training throughput, {here / 1e12:.3f} TFLOP/s "
+                     f"(median of {n} full fine-tuning runs), scaled by parameter count.")
+    lines += [f"*1 GPU*: at an assumed {gpu_tflops:g} TFLOP/s effective (bf16); not measured here, no GPU was available.", ""]
+    return lines + table(estimates, here, gpu_tflops) + [""]

@@ -1,0 +1,199 @@
+"""The findings report: verdict rules on hand-made scores, and `seqtune report` end to end on
+real tiny-model runs (real data stage, Trainer, evaluation, MLflow store) made in the test.
+
+    .venv/bin/python -m pytest -q tests/test_report.py
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from seqtune.cost import model_params
+from seqtune.evidence import RunEvidence, bound_se, change, paired, size_bins
+from seqtune.report import spread_verdict, trend_verdict
+
+TASK = "smiles2formula"
+
+
+def _ev(exact: list[float], graded: list[float], run_id: str = "r" * 32) -> RunEvidence:
+    items = [{"exact_match": e, "element_accuracy": g, "char_similarity": g, "output_len": 5.0, "heavy_atoms": 10}
+             for e, g in zip(exact, graded)]
+    return RunEvidence(run_id, TASK, None, items)
+
+
+# ---------------------------------------------------------------------------------------
+# statistics and verdicts on hand-made scores
+
+
+def test_change_needs_two_standard_errors():
+    assert change(0.10, 0.04) == "rises" and change(-0.10, 0.04) == "falls"
+    assert change(0.07, 0.04) == "flat"  # under 2 SE: noise
+
+
+def test_paired_difference_and_its_error():
+    d, se = paired([0, 0, 1, 1], [1, 1, 1, 1])
+    assert d == 0.5 and se == pytest.approx(0.2887, abs=1e-4)
+    with pytest.raises(ValueError, match="same test items"):
+        paired([1, 0], [1, 0, 1])
+
+
+def test_bound_se_is_the_largest_possible_error():
+    assert bound_se(0.5, 100) == pytest.approx(0.05) and bound_se(0.0, 100) == 0.0
+
+
+N = 100
+
+
+@pytest.mark.parametrize(
+    ("small", "large", "status"),
+    [
+        (([0.0] * N, [0.5] * N), ([1.0] * 40 + [0.0] * 60, [0.8] * N), "supported"),
+        (([0.0] * N, [0.3] * N), ([0.0] * N, [0.6] * N), "partly supported"),  # only the graded metric moves
+        (([1.0] * 40 + [0.0] * 60, [0.8] * N), ([0.0] * N, [0.4] * N), "contradicted"),
+        (([0.0] * N, [0.5] * N), ([0.0] * N, [0.5] * N), "not shown"),
+        (([1.0] * 10 + [0.0] * 90, [0.5] * N), ([1.0] * 12 + [0.0] * 88, [0.5] * N), "not shown"),  # within noise
+    ],
+)
+def test_trend_verdict(small, large, status):
+    v = trend_verdict(TASK, (250, _ev(*small)), (1000, _ev(*large)), "data.n_train")
+    assert v.status == status, v.text
+    assert "data.n_train 250 → 1000" in v.text and "exact_match" in v.text
+
+
+def test_spread_verdict_ranks_on_the_graded_metric_when_the_primary_cannot():
+    points = [("plain", _ev([0.0] * N, [0.3] * N)), ("chat", _ev([0.0] * N, [0.7] * N)), ("instruction", _ev([0.0] * N, [0.5] * N))]
+    v = spread_verdict(TASK, points, "data.format")
+    assert v.status == "partly supported"
+    assert "on element_accuracy, best chat (0.700), worst plain (0.300)" in v.text
+    same = spread_verdict(TASK, [("a", _ev([0.0] * N, [0.3] * N)), ("b", _ev([0.0] * N, [0.3] * N))], "x")
+    assert same.status == "not shown"
+
+
+def test_size_bins_split_the_items_evenly_and_cover_them():
+    sizes = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 15]
+    bins = size_bins(sizes, 4)
+    assert bins[0][0] == 5 and bins[-1][1] == 15
+    assert all(lo <= hi for lo, hi in bins) and all(b[1] + 1 == n[0] for b, n in zip(bins, bins[1:]))
+    assert size_bins([9] * 20, 4) == [(9, 9)]  # one size: one bin
+
+
+def test_model_params_from_names_and_measurements():
+    assert model_params("facebook/opt-1.3b") == 1.3e9 and model_params("EleutherAI/pythia-410m") == 410e6
+    assert model_params("smollm2-135m") == 135e6 and model_params("smollm2-135m", {"smollm2-135m": 134515008}) == 134515008
+    assert model_params("tiny") is None
+
+
+# ---------------------------------------------------------------------------------------
+# the report from real tiny runs
+
+COMMON = {
+    "tasks": [TASK],
+    "molecules": {"source": "rdkit-samples", "max_raw": 300, "max_heavy_atoms": 18, "workers": 1},
+    "data": {"n_train": 32, "n_test": 12, "workers": 1, "chunk_size": 64, "format": "instruction"},
+    "base_model": {"name": "tiny"},
+    "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-2, "max_length": 512, "logging_steps": 1,
+              "save_steps": 1000, "val_size": 8},
+    "evaluate": {"n_eval": 8, "batch_size": 8, "max_new_tokens": 12},
+}
+SWEEPS = {
+    "common": {"tasks": [TASK]},
+    "sweeps": {
+        "specialist": {"finding": "Fine-tuning makes a specialist.", "x": "baseline", "points": [{}]},
+        "epochs": {"finding": "More epochs help.", "x": "epoch", "points": [{}]},
+        "data_size": {"finding": "More examples help.", "x": "data.n_train",
+                      "points": [{"data.n_train": 16}, {"data.n_train": 32}]},
+        "format": {"finding": "Formatting is decisive.", "x": "data.format",
+                   "points": [{"data.format": "instruction"}, {"data.format": "plain"}]},
+    },
+}
+
+
+def _run_pipeline(params) -> str:
+    """molecules -> data -> train -> evaluate for params; returns the training run id."""
+    from seqtune import data, evaluate, paths, train
+
+    data.main(TASK, params=params)
+    train.main(TASK, params=params)
+    evaluate.main(TASK, params=params)
+    return (paths.model_dir(TASK) / "run_id").read_text().strip()
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, params_file):
+    from seqtune import models, molecules
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    params = params_file(COMMON)
+    molecules.main(params=params)
+    models.main(params=params)
+    (tmp_path / "sweeps.yaml").write_text(yaml.safe_dump(SWEEPS))
+    return tmp_path, params
+
+
+def _write(path, overrides):
+    """A copy of params file `path` with dotted-key overrides, beside it."""
+    from seqtune.sweeps import apply_overrides
+
+    out = path.with_name("params-" + "-".join(f"{k}={v}" for k, v in overrides.items()) + ".yaml")
+    out.write_text(yaml.safe_dump(apply_overrides(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
+    return out
+
+
+def test_report_from_real_runs(project):
+    from seqtune import report
+    from seqtune.cost import cost_section
+    from seqtune.runs import collect_runs
+
+    root, params = project
+    big = _run_pipeline(params)                                # n_train 32: also the reference point
+    small = _run_pipeline(_write(params, {"data.n_train": 16}))
+    md = report.main(params=params, sweeps_path=root / "sweeps.yaml", out=root / "reports").read_text()
+
+    # Every table row names its run; the data-size table has both points, in x order.
+    rows = re.findall(r"^\| (16|32) \| `([0-9a-f]{8})` \|", md, re.M)
+    assert rows == [("16", small[:8]), ("32", big[:8])], md
+    # The sweeps' verdicts are in the summary, one per sweep and task.
+    summary = md.split("## What was run")[0]
+    for name in ("specialist", "epochs", "data_size", "format"):
+        assert re.search(rf"^\| \[{name}\]\(#{name}\) \| .* \| {TASK} \| \*\*(supported|partly supported|contradicted|not shown|not run)\*\* \|",
+                         summary, re.M), name
+    assert "data.n_train 16 → 32" in md
+    # Baselines scored on the same items: RDKit's rule is always right.
+    assert re.search(r"^\| rule-based tool \| 1\.000 ± 0\.000 \|", md, re.M)
+    assert re.search(r"^\| zero-shot base model \|", md, re.M)
+    # Per-epoch metrics of the reference run: both epochs.
+    assert re.search(r"^\| 1 \| [0-9.]+ \|", md, re.M) and re.search(r"^\| 2 \| [0-9.]+ \|", md, re.M)
+    # Format: the instruction point is the reference run; plain is not run yet.
+    assert "Not run yet: data.format = plain" in md and "**not run**: only data.format = instruction has a run" in md
+    for png in ("data_size_smiles2formula.png", "data_size_smiles2formula_by_size.png", "epochs_smiles2formula.png",
+                "format_smiles2formula.png"):
+        assert (root / "reports" / png).stat().st_size > 5000, png
+    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
+        assert (root / "reports" / link).exists(), link
+
+    # Re-running after a new run regenerates the report with it.
+    plain = _run_pipeline(_write(params, {"data.format": "plain"}))
+    md = report.main(params=params, sweeps_path=root / "sweeps.yaml", out=root / "reports").read_text()
+    assert "Not run yet" not in md and f"| plain | `{plain[:8]}` |" in md
+
+    # A run is a point only when its whole configuration matches: with another learning
+    # rate in params.yaml, none of these runs is any point (matching on the overrides alone
+    # would have taken them).
+    other = _write(params, {"train.learning_rate": 0.02})
+    md = report.main(params=other, sweeps_path=root / "sweeps.yaml", out=root / "other").read_text()
+    assert big[:8] not in md and small[:8] not in md and "no matching run yet" in md
+
+    # The cost estimate measures tokens per example in these runs.
+    paper = root / "paper.yaml"
+    paper.write_text(yaml.safe_dump({"common": {"tasks": [TASK], "data.format": "instruction"},
+                                     "sweeps": {"size": {"finding": "f", "x": "data.n_train",
+                                                         "points": [{"data.n_train": 10000}, {"data.n_train": 100000}]}}}))
+    lines = cost_section(paper, params=params, runs=collect_runs(params))
+    table = [ln for ln in lines if ln.startswith("| size[")]
+    assert len(table) == 2 and f"(`{small[:8]}`)" in table[0]  # the newest run in this format
+    tokens = [float(ln.split(" | ")[6]) for ln in table]
+    assert tokens[1] == pytest.approx(10 * tokens[0])  # 10x the examples, 10x the tokens

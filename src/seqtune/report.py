@@ -60,6 +60,9 @@ class Evidence:
         self.runs = runs
         self._cache: dict[tuple[str, str], RunEvidence] = {}
 
+    def loaded(self) -> list[RunEvidence]:
+        return list(self._cache.values())
+
     def get(self, sig: dict[str, str], task: str) -> RunEvidence | None:
         row = match_run(self.runs, sig, task)
         if row is None:
@@ -349,7 +352,7 @@ def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAU
     sections = [sweep_section(name, sweeps, raw, evidence, out) for name in sweeps.sweeps]
     used = set().union(*(s.runs for s in sections)) if sections else set()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    seconds = sum(ev.metric("train_runtime", 0.0) for ev in evidence._cache.values())
+    seconds = sum(ev.metric("train_runtime", 0.0) for ev in evidence.loaded())
     parts = [
         "# seqtune findings",
         "",

@@ -52,6 +52,8 @@ class Estimate:
     tokens_per_example: float | None
     source_run: str | None
     """Run that measured tokens per example (None: no run of this task and format)."""
+    counted_by: str | None = None
+    """Base model of that run (its tokenizer counted the tokens)."""
 
     @property
     def tokens(self) -> float | None:
@@ -71,19 +73,21 @@ def _num(row, col: str) -> float | None:
     return None if math.isnan(v) else v
 
 
-def tokens_per_example(runs, task: str, fmt: str) -> tuple[float | None, str | None, str]:
-    """(tokens per training example, run id, its molecules) from the newest finished run of
-    `task` in format `fmt` that logged its token count."""
+def tokens_per_example(runs, task: str, fmt: str, model: str) -> tuple[float | None, str | None, str | None]:
+    """(tokens per training example, run id, the model whose tokenizer counted them) from
+    the newest run of `task` in format `fmt` that logged its token count: one of `model`
+    when there is one, else of another model (another tokenizer: an approximation)."""
     if runs is None or runs.empty or "metrics.tokens_seen" not in runs:
-        return None, None, ""
-    for _, row in runs.iterrows():
+        return None, None, None
+    found: dict[bool, tuple[float, str, str]] = {}
+    for _, row in runs.iterrows():  # newest first
         if row.get("tags.seqtune.task") != task or row.get("params.data.format") != fmt:
             continue
         seen, n, epochs = _num(row, "metrics.tokens_seen"), _num(row, "params.train_examples"), _num(row, "params.train.epochs")
-        if seen and n and epochs:
-            where = f"{row.get('params.molecules.source')} <= {row.get('params.molecules.max_heavy_atoms')} heavy atoms"
-            return seen / (n * epochs), row.run_id, where
-    return None, None, ""
+        same = row.get("params.base_model.name") == model
+        if seen and n and epochs and same not in found:
+            found[same] = (seen / (n * epochs), row.run_id, str(row.get("params.base_model.name")))
+    return found.get(True) or found.get(False) or (None, None, None)
 
 
 def measured_params(runs) -> dict[str, float]:
@@ -122,9 +126,9 @@ def estimate(names: Sequence[str], *, sweeps_path: Path | str, params: Path | st
         name, i = exp.points[0].rstrip("]").split("[")
         p = point_params(sweeps, name, int(i), raw)
         for task in exp.tasks:
-            tpe, run_id, _ = tokens_per_example(runs, task, p.data.format)
+            tpe, run_id, counted_by = tokens_per_example(runs, task, p.data.format, p.base_model.name)
             out.append(Estimate(exp.name, ", ".join(exp.points), task, p.base_model.name, model_params(p.base_model.name, sizes),
-                                p.data.n_train, p.train.epochs, tpe, run_id))
+                                p.data.n_train, p.train.epochs, tpe, run_id, counted_by))
     return out
 
 
@@ -150,7 +154,12 @@ def table(estimates: Sequence[Estimate], here_flops: float | None, gpu_tflops: f
         gpu = e.flops / (gpu_tflops * 1e12) if e.flops else None
         total_here += here or 0.0
         total_gpu += gpu or 0.0
-        tpe = f"{e.tokens_per_example:.1f} (`{e.source_run[:8]}`)" if e.tokens_per_example else "not measured"
+        if not e.tokens_per_example:
+            tpe = "not measured"
+        elif e.counted_by == e.model:
+            tpe = f"{e.tokens_per_example:.1f} (`{e.source_run[:8]}`)"
+        else:  # another tokenizer counted them
+            tpe = f"≈ {e.tokens_per_example:.1f} (`{e.source_run[:8]}`, {e.counted_by})"
         lines.append(f"| {e.points} | {e.task} | {e.model} | {e.examples:,} | {e.epochs:g} | {tpe} | "
                      f"{_sci(e.tokens)} | {_sci(e.flops)} | {_human(here)} | {_human(gpu)} |")
     if all(e.flops for e in estimates):
@@ -168,8 +177,8 @@ def cost_section(sweeps_path: Path | str, *, params: Path | str = DEFAULT_PARAMS
     here, n = measured_flops_per_s(runs)
     lines = [f"## Cost of the method's scale (`{Path(sweeps_path).name}`)", "",
              "Estimated by `seqtune sweep cost all --sweeps " + Path(sweeps_path).name + "`: training only (evaluation adds "
-             "little). Tokens per example are measured in the run named (on its molecules; larger molecules have longer "
-             "SMILES and names, so treat them as a lower bound)."]
+             "little). Tokens per example are measured in the run named, on its molecules (larger molecules have longer "
+             "SMILES and names: a lower bound); ≈ marks a count by another model's tokenizer."]
     if here:
         lines.append(f"*here*: this machine's measured training throughput, {here / 1e12:.3f} TFLOP/s "
                      f"(median of {n} full fine-tuning runs), scaled by parameter count.")

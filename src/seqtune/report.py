@@ -239,23 +239,35 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
     if numeric:
         evs = sorted(evs, key=lambda p: p[0])
     metrics = metric_order(task, evs[0][1])
-    sec.lines += [f"| {sweep.x} | run | " + " | ".join(metrics) + " | train s | tokens/s |", "|---" * (len(metrics) + 4) + "|"]
+    head = _headline(task)
+    # The zero-shot baseline belongs to each run: another base model or another prompt
+    # format is another zero-shot model. The rule-based tool is the same for every point.
+    zero = all(ZERO_SHOT in ev.baselines for _, ev in evs)
+    zcols = [f"zero-shot {m}" for m in head] if zero else []
+    sec.lines += [f"| {sweep.x} | run | " + " | ".join(metrics + zcols) + " | train s | tokens/s |",
+                  "|---" * (len(metrics) + len(zcols) + 4) + "|"]
     for x, ev in evs:
-        cells = [_f(*mean_se(ev.scores(m))) for m in metrics]
+        cells = [_f(*mean_se(ev.scores(m))) for m in metrics] + ([_f(mean(ev.scores(m, ZERO_SHOT))) for m in head] if zero else [])
         sec.lines.append(f"| {x} | `{ev.short}` | " + " | ".join(cells)
                          + f" | {_int(ev.metric('train_runtime'))} | {_int(ev.metric('train_tokens_per_s'))} |")
     ref = evs[0][1]
-    base = {f"{BASELINE_NAMES[b]}": b for b in (ZERO_SHOT, RULE) if b in ref.baselines}
-    for label, b in base.items():
-        sec.lines.append(f"| *{label}* | `{ref.short}` | " + " | ".join(_f(mean(ref.scores(m, b))) for m in metrics) + " | | |")
-    sec.lines += ["", "Values: mean ± standard error over the test items; baselines (italic) are scored on the same items."]
+    rule = RULE in ref.baselines
+    if rule:
+        sec.lines.append(f"| *{BASELINE_NAMES[RULE]}* | | " + " | ".join(_f(mean(ref.scores(m, RULE))) for m in metrics)
+                         + " |" * (len(zcols) + 3))
+    sec.lines += ["", "Values: mean ± standard error over the same test items for every run; zero-shot: each run's own base "
+                  "model, prompted in its format, before fine-tuning."]
     if missing:
         sec.lines.append(f"Not run yet: {sweep.x} = {', '.join(map(str, missing))} (`seqtune sweep queue {name}`).")
     sec.lines.append("")
 
     xs = [x for x, _ in evs]
-    panels = [Panel(m, {"fine-tuned": ([mean(ev.scores(m)) for _, ev in evs], [mean_se(ev.scores(m))[1] for _, ev in evs])},
-                    {label: mean(ref.scores(m, b)) for label, b in base.items()}) for m in _headline(task)]
+    panels = []
+    for m in head:
+        series = {"fine-tuned": ([mean(ev.scores(m)) for _, ev in evs], [mean_se(ev.scores(m))[1] for _, ev in evs])}
+        if zero:
+            series[BASELINE_NAMES[ZERO_SHOT]] = ([mean(ev.scores(m, ZERO_SHOT)) for _, ev in evs], [float("nan")] * len(evs))
+        panels.append(Panel(m, series, {BASELINE_NAMES[RULE]: mean(ref.scores(m, RULE))} if rule else {}))
     footer = _footer(evs, sweep.x)
     log_x = numeric and min(xs) > 0 and max(xs) / min(xs) >= 4
     png = draw(out / f"{name}_{task}.png", title=f"{task}: {sweep.finding}", xlabel=sweep.x, xs=xs, panels=panels,
@@ -297,6 +309,8 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
 def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, out: Path) -> Section:
     sweep = sweeps.sweeps[name]
     sec = Section(name, sweep.finding, [f'<a id="{name}"></a>', "", f"## {name}: {sweep.finding}", ""])
+    if sweep.note:
+        sec.lines += [f"*Note:* {sweep.note.strip()}", ""]
     for task in _sweep_tasks(sweeps, name, raw):
         t = get_task(task)
         sec.lines += [f"### {task} (primary metric: {t.primary_metric}; graded: {t.graded_metric or '–'})", ""]

@@ -44,6 +44,8 @@ class Sweep(BaseModel):
     """The claim this sweep tests, in one sentence."""
     x: str
     """The params key that varies, or one of SPECIAL_X for a single run's own comparison."""
+    note: str = ""
+    """What a reader needs to read the results right (printed under the sweep's heading)."""
     set: dict[str, Any] = Field(default_factory=dict)
     """Overrides shared by every point of this sweep."""
     points: list[dict[str, Any]] = Field(min_length=1)

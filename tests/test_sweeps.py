@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from seqtune.config import ConfigError
-from seqtune.sweeps import apply_overrides, load_sweeps, plan
+from seqtune.sweeps import apply_overrides, load_sweeps, parse_queue_status, plan
 from tests.conftest import REPO
 
 
@@ -69,3 +69,15 @@ def test_special_x_needs_no_key_but_others_do(tmp_path):
     path = tmp_path / "sweeps.yaml"
     path.write_text(yaml.safe_dump({"sweeps": {"s": {"finding": "f", "x": "baseline", "points": [{}]}}}))
     assert load_sweeps(path, REPO / "params.yaml").sweeps["s"].x == "baseline"
+
+
+def test_queue_status_parsing_finds_waiting_experiments():
+    text = """Task     Name                 Created    Status
+23ff60d  epochs-0-8cc86d      02:29 AM   Success
+93f05f1  method-1-d02cb4      02:29 AM   Running
+d71bc77  data_size-0-916298   02:29 AM   Queued
+0a1b2c3  format-1-ccd08e      02:29 AM   Failed
+
+Worker status: 1 active, 0 idle
+"""
+    assert parse_queue_status(text) == {"method-1-d02cb4": "Running", "data_size-0-916298": "Queued"}

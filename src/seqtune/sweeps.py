@@ -157,6 +157,26 @@ def _hydra_value(value: Any) -> str:
     return str(value)
 
 
+def pending_experiments() -> dict[str, str]:
+    """Name -> status of the experiments waiting in or running from the DVC queue (the name
+    carries the configuration's hash, so it identifies the configuration)."""
+    try:
+        res = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return parse_queue_status(res.stdout)
+
+
+def parse_queue_status(text: str) -> dict[str, str]:
+    """`dvc queue status` output -> {name: status} of its Queued and Running rows."""
+    out = {}
+    for line in text.splitlines():
+        cells = line.split()
+        if len(cells) >= 4 and cells[-1] in ("Queued", "Running"):
+            out[cells[1]] = cells[-1]
+    return out
+
+
 def queue(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_PARAMS,
           rerun: bool = False, dry_run: bool = False) -> list[Experiment]:
     """Queue the experiments of sweeps `names` (`dvc exp run --queue`), skipping
@@ -164,12 +184,16 @@ def queue(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, par
     from seqtune.runs import collect_runs
 
     experiments = plan(names, sweeps_path=sweeps_path, params=params, runs=collect_runs(params), rerun=rerun)
+    pending = pending_experiments()
     queued = 0
     for exp in experiments:
         covers = ", ".join(exp.points)
         if exp.done:
             log.info("%s: already run (%s)", covers, ", ".join(f"{t}: {r[:8]}" for t, r in exp.done.items()))
         if not exp.tasks:
+            continue
+        if exp.name in pending and not rerun:
+            log.info("%s: already in the DVC queue as %s (%s)", covers, exp.name, pending[exp.name])
             continue
         cmd = exp.command()
         log.info("%s: %s", covers, " ".join(cmd))
@@ -179,5 +203,5 @@ def queue(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, par
     if queued and not dry_run:
         log.info("queued %d experiments: run them with `dvc queue start -j 1`", queued)
     elif not queued:
-        log.info("nothing to queue: every point has a matching run (--rerun runs them again)")
+        log.info("nothing new to queue: every point has a matching run or waits in the DVC queue (--rerun queues them again)")
     return experiments

@@ -145,8 +145,9 @@ def spread_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) 
     d, se = paired(worst.scores(metric), best.scores(metric))
     ref_x, ref = points[0]
     vs_ref = "; ".join(f"{x} {_d(*paired(ref.scores(metric), ev.scores(metric)))}" for x, ev in points[1:])
+    secs = ", ".join(f"{x} {_int(ev.metric('train_runtime'))}" for x, ev in points)
     text = (f"on {metric}, best {best_x} ({_f(mean(best.scores(metric)))}), worst {worst_x} "
-            f"({_f(mean(worst.scores(metric)))}): {_d(d, se)} paired; against {ref_x}: {vs_ref}.")
+            f"({_f(mean(worst.scores(metric)))}): {_d(d, se)} paired; against {ref_x}: {vs_ref}. Train s: {secs}.")
     if change(d, se) == "rises":
         status = "supported" if metric == t.primary_metric else "partly supported"
         return Verdict(task, status, f"{what} matters: {text}")
@@ -222,9 +223,9 @@ def _epoch_block(task: str, ev: RunEvidence, sec: Section, out: Path, n_val: int
         se = math.hypot(bound_se(a, n_val), bound_se(b, n_val))
         moved[m] = change(b - a, se)
         tail = hist[m].get(epochs[-2], float("nan")) if len(epochs) > 1 else float("nan")
-        parts.append(f"{m} epoch {first} → {last}: {_f(a)} → {_f(b)} ({b - a:+.3f}; last epoch {b - tail:+.3f})")
-    text = "; ".join(parts) + (f". Error bound: the variance bound of a [0, 1] mean over {n_val} items (the per-epoch "
-                               f"curve keeps means only). Flattening after 20-30 epochs cannot show in {last} epochs: "
+        parts.append(f"{m} epoch {first} → {last}: {_f(a)} → {_f(b)} ({_d(b - a, se)}, {moved[m]}; last epoch {b - tail:+.3f})")
+    text = "; ".join(parts) + (f". ± is an upper bound on the standard error of a [0, 1] mean over {n_val} items "
+                               f"(the per-epoch curve keeps means only). Flattening after 20-30 epochs cannot show in {last} epochs: "
                                "that needs the paper profile (sweeps-paper.yaml).")
     status = ("supported" if moved[primary] == "rises" else "contradicted" if moved[primary] == "falls"
               else "partly supported" if "rises" in moved.values() else "not shown")

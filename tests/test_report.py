@@ -58,9 +58,10 @@ N = 100
     ],
 )
 def test_trend_verdict(small, large, status):
-    v = trend_verdict(TASK, (250, _ev(*small)), (1000, _ev(*large)), "data.n_train")
+    v = trend_verdict(TASK, [(250, _ev(*small)), (500, _ev([0.0] * N, [0.0] * N)), (1000, _ev(*large))], "data.n_train")
     assert v.status == status, v.text
-    assert "data.n_train 250 → 1000" in v.text and "exact_match" in v.text
+    assert "data.n_train 250 → 1000" in v.text and "exact_match at each data.n_train: 250 " in v.text
+    assert "500 0.000" in v.text  # the dip in between is shown, not hidden by first-vs-last
 
 
 def test_spread_verdict_ranks_on_the_graded_metric_when_the_primary_cannot():

@@ -112,16 +112,19 @@ def _footer(evs: list[tuple[Any, RunEvidence]], key: str) -> str:
 # verdicts
 
 
-def trend_verdict(task: str, first: tuple[Any, RunEvidence], last: tuple[Any, RunEvidence], what: str) -> Verdict:
-    """Does the claim "more of x helps" hold between the smallest and the largest x?"""
+def trend_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) -> Verdict:
+    """Does the claim "more of x helps" hold between the smallest and the largest x
+    (`points` in x order)? Every point's mean is listed, so a dip between them shows."""
     primary, graded = get_task(task).primary_metric, get_task(task).graded_metric
-    (x0, a), (x1, b) = first, last
+    (x0, a), (x1, b) = points[0], points[-1]
     parts, changes = [], {}
     for m in [primary] + ([graded] if graded else []):
         d, se = paired(a.scores(m), b.scores(m))
         changes[m] = change(d, se)
         parts.append(f"{m} {_f(mean(a.scores(m)))} → {_f(mean(b.scores(m)))} ({_d(d, se)}, {changes[m]})")
     text = f"{what} {x0} → {x1}: " + "; ".join(parts) + "."
+    if len(points) > 2:
+        text += f" {primary} at each {what}: " + ", ".join(f"{x} {_f(mean(ev.scores(primary)))}" for x, ev in points) + "."
     if changes[primary] == "rises":
         return Verdict(task, "supported", text)
     if changes[primary] == "falls":
@@ -302,7 +305,7 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
     if len(evs) < 2:
         sec.verdicts.append(Verdict(task, "not run", f"only {sweep.x} = {evs[0][0]} has a run: nothing to compare yet"))
     elif numeric:
-        sec.verdicts.append(trend_verdict(task, evs[0], evs[-1], sweep.x))
+        sec.verdicts.append(trend_verdict(task, evs, sweep.x))
     else:
         sec.verdicts.append(spread_verdict(task, evs, sweep.x))
 

@@ -13,7 +13,8 @@ import yaml
 
 from seqtune.cost import model_params
 from seqtune.evidence import RunEvidence, bound_se, change, paired, size_bins
-from seqtune.report import spread_verdict, trend_verdict
+from seqtune.report import _train_s, spread_verdict, trend_verdict
+from seqtune.runs import RESUMED_TAG
 
 TASK = "smiles2formula"
 
@@ -71,6 +72,14 @@ def test_spread_verdict_ranks_on_the_graded_metric_when_the_primary_cannot():
     assert "on element_accuracy, best chat (0.700), worst plain (0.300)" in v.text
     same = spread_verdict(TASK, [("a", _ev([0.0] * N, [0.3] * N)), ("b", _ev([0.0] * N, [0.3] * N))], "x")
     assert same.status == "not shown"
+
+
+def test_a_resumed_runs_train_seconds_are_marked():
+    fresh = RunEvidence("a" * 32, TASK, {"metrics.train_runtime": 903.4}, [])
+    resumed = RunEvidence("b" * 32, TASK, {"metrics.train_runtime": 210.0, f"tags.{RESUMED_TAG}": "100,300"}, [])
+    v = spread_verdict(TASK, [("plain", _ev([0.0] * N, [0.3] * N)), ("chat", _ev([0.0] * N, [0.7] * N))], "data.format")
+    assert "Train s: plain –, chat –." in v.text  # no row: no seconds, not a made-up number
+    assert _train_s(fresh) == "903" and _train_s(resumed) == "210 (after resume at step 300)"
 
 
 def test_size_bins_split_the_items_evenly_and_cover_them():

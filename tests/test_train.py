@@ -18,6 +18,7 @@ from seqtune import models, paths, train
 from seqtune.config import ConfigError, parse_params
 from seqtune.formats import render_completion, render_prompt
 from seqtune.io import rows_sha256
+from seqtune.runs import RESUMED_TAG
 from seqtune.sft_data import IGNORE_INDEX, Collator, EpochLengthGroupedSampler, encode, encode_examples, padding_ratio
 from seqtune.tasks import get_task
 from tests.real_models import converted
@@ -232,6 +233,9 @@ def test_resume_ends_where_an_uninterrupted_run_ends(project, tmp_path, monkeypa
     client = _mlflow_client()
     run = client.get_run(resumed["run_id"])
     assert run.info.status == "FINISHED"
+    # Its train_runtime covers only the time after the resume, so the run says so.
+    assert run.data.tags[RESUMED_TAG] == str(save_steps)
+    assert RESUMED_TAG not in client.get_run(reference["run_id"]).data.tags
     assert len(client.search_runs([run.info.experiment_id])) == 2  # reference + this one
 
 

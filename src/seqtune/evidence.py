@@ -54,6 +54,10 @@ class RunEvidence:
         value = self.row.get(f"params.{name}") if self.row is not None else None
         return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
+    def tag(self, name: str) -> str | None:
+        value = self.row.get(f"tags.{name}") if self.row is not None else None
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
 
 def load_evidence(row, task: str) -> RunEvidence:
     """The run's stored predictions (the `evaluation/<task>.jsonl` artifact), re-scored

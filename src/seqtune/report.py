@@ -25,7 +25,7 @@ from seqtune.evaluate import RULE, ZERO_SHOT
 from seqtune.evidence import RunEvidence, bound_se, change, load_evidence, mean, mean_se, paired, size_bins
 from seqtune.io import write_text
 from seqtune.report_plots import Panel, draw
-from seqtune.runs import collect_runs, match_run, signature
+from seqtune.runs import RESUMED_TAG, collect_runs, match_run, signature
 from seqtune.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params
 from seqtune.tasks import get_task
 
@@ -85,6 +85,12 @@ def _f(value: float, se: float | None = None) -> str:
 
 def _int(value: float) -> str:
     return "–" if value != value else f"{value:.0f}"
+
+
+def _train_s(ev: RunEvidence) -> str:
+    """Training seconds; a resumed run's Trainer counts only the time after its last resume."""
+    steps = ev.tag(RESUMED_TAG)
+    return _int(ev.metric("train_runtime")) + (f" (after resume at step {steps.split(',')[-1]})" if steps else "")
 
 
 def _d(d: float, se: float) -> str:
@@ -148,7 +154,7 @@ def spread_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) 
     d, se = paired(worst.scores(metric), best.scores(metric))
     ref_x, ref = points[0]
     vs_ref = "; ".join(f"{x} {_d(*paired(ref.scores(metric), ev.scores(metric)))}" for x, ev in points[1:])
-    secs = ", ".join(f"{x} {_int(ev.metric('train_runtime'))}" for x, ev in points)
+    secs = ", ".join(f"{x} {_train_s(ev)}" for x, ev in points)
     text = (f"on {metric}, best {best_x} ({_f(mean(best.scores(metric)))}), worst {worst_x} "
             f"({_f(mean(worst.scores(metric)))}): {_d(d, se)} paired; against {ref_x}: {vs_ref}. Train s: {secs}.")
     if change(d, se) == "rises":
@@ -253,7 +259,7 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
     for x, ev in evs:
         cells = [_f(*mean_se(ev.scores(m))) for m in metrics] + ([_f(mean(ev.scores(m, ZERO_SHOT))) for m in head] if zero else [])
         sec.lines.append(f"| {x} | `{ev.short}` | " + " | ".join(cells)
-                         + f" | {_int(ev.metric('train_runtime'))} | {_int(ev.metric('train_tokens_per_s'))} |")
+                         + f" | {_train_s(ev)} | {_int(ev.metric('train_tokens_per_s'))} |")
     ref = evs[0][1]
     rule = RULE in ref.baselines
     if rule:
@@ -371,11 +377,13 @@ def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAU
     used = set().union(*(s.runs for s in sections)) if sections else set()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     seconds = sum(ev.metric("train_runtime", 0.0) for ev in evidence.loaded())
+    resumed = any(ev.tag(RESUMED_TAG) for ev in evidence.loaded())
     parts = [
         "# seqtune findings",
         "",
         f"Generated {now} by `seqtune report` from {len(used)} of the {len(runs)} MLflow training runs in the store, "
-        f"for the sweeps in `{Path(sweeps_path).name}` ({seconds / 3600:.1f} h of training in the runs used). "
+        f"for the sweeps in `{Path(sweeps_path).name}` ({'at least ' if resumed else ''}{seconds / 3600:.1f} h of training "
+        f"in the runs used{'; resumed runs count only the time after the resume' if resumed else ''}). "
         "Each table row is one run (MLflow run id); each figure names its runs. Regenerate with `seqtune report`.",
         "",
         "A difference counts when it exceeds two standard errors of the paired difference over the same test items "

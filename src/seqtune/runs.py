@@ -19,6 +19,8 @@ from typing import Any
 from seqtune.config import DEFAULT_PARAMS, Params, flatten, load_params
 from seqtune.tasks import get_task
 
+RESUMED_TAG = "seqtune.resumed_from_step"
+"""Tag of a run continued from a checkpoint: the steps it resumed at, comma-separated."""
 MATCH_SECTIONS = ("molecules", "data", "base_model", "train")
 """Sections whose every key (but bookkeeping) must match, compared as logged params."""
 EVAL_KEYS = ("n_eval", "decoding", "num_beams", "max_new_tokens")

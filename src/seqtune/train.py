@@ -40,6 +40,7 @@ from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flatten, load_params
 from seqtune.generation import MODEL_CARD, pick_device
 from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
+from seqtune.runs import RESUMED_TAG
 from seqtune.sft_data import Collator, EpochLengthGroupedSampler, encode_examples
 from seqtune.tasks import get_task
 from seqtune.train_callbacks import GenerationEval, MlflowLogger, SaveAfterEpochEval, epoch_records
@@ -273,6 +274,11 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
                  "git_rev": git_rev(), "device": device.type, "bf16": str(bf16), "train_examples": str(len(enc.rows)),
                  "dropped_too_long": str(enc.dropped)}
         client, run_id = open_run(p, task, run_id, extra)
+        if resume:
+            # The Trainer's train_runtime then counts only the time after the resume; the
+            # report marks such runs instead of quoting a wrong total.
+            before = client.get_run(run_id).data.tags.get(RESUMED_TAG)
+            client.set_tag(run_id, RESUMED_TAG, ",".join(filter(None, [before, resume.name[11:]])))
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         write_json(ckpt_dir / FINGERPRINT, {"fingerprint": fp, "run_id": run_id, "task": task})
     log.info("training %s on %s (%s, %d threads, %s): %d examples (%d too long, dropped), run %s%s",

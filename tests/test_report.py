@@ -13,7 +13,7 @@ import yaml
 
 from seqtune.cost import model_params
 from seqtune.evidence import RunEvidence, bound_se, change, paired, size_bins
-from seqtune.report import _train_s, spread_verdict, trend_verdict
+from seqtune.verdicts import EpochCurve, epoch_verdict, plateau_epoch, spread_verdict, train_seconds, trend_verdict
 from seqtune.runs import RESUMED_TAG
 
 TASK = "smiles2formula"
@@ -79,7 +79,51 @@ def test_a_resumed_runs_train_seconds_are_marked():
     resumed = RunEvidence("b" * 32, TASK, {"metrics.train_runtime": 210.0, f"tags.{RESUMED_TAG}": "100,300"}, [])
     v = spread_verdict(TASK, [("plain", _ev([0.0] * N, [0.3] * N)), ("chat", _ev([0.0] * N, [0.7] * N))], "data.format")
     assert "Train s: plain –, chat –." in v.text  # no row: no seconds, not a made-up number
-    assert _train_s(fresh) == "903" and _train_s(resumed) == "210 (after resume at step 300)"
+    assert train_seconds(fresh) == "903" and train_seconds(resumed) == "210 (after resume at step 300)"
+
+
+def _curve(values: list[float], graded: list[float] | None = None, label: str = "run") -> EpochCurve:
+    history = {"val_exact_match": dict(enumerate(values, start=1)),
+               "val_element_accuracy": dict(enumerate(graded or values, start=1))}
+    return EpochCurve(label, RunEvidence("c" * 32, TASK, None, [], history=history), n_val=200)
+
+
+def _rise_then_flat(k: int, epochs: int = 30, top: float = 0.6) -> list[float]:
+    """Rises linearly to `top` at epoch k, then stays there."""
+    return [top * min(e, k) / k for e in range(1, epochs + 1)]
+
+
+def test_plateau_epoch_is_where_the_curve_comes_within_noise_of_its_best():
+    curve = dict(enumerate(_rise_then_flat(20), start=1))
+    k, best = plateau_epoch(curve, 200)
+    # 2 SE at 0.6 over 200 items is 0.069: from 0.54 (epoch 18) the curve is within noise.
+    assert best == 20 and k == 18
+    k, best = plateau_epoch({1: 0.1, 2: 0.5, 3: 0.2}, 200)  # a peak, then a fall
+    assert (k, best) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("values", "status", "says"),
+    [
+        (_rise_then_flat(22), "supported", "Returns flatten from epoch 20 on exact_match, as the method reports"),
+        (_rise_then_flat(6), "partly supported", "returns flatten from epoch 6 on exact_match, earlier than the method's"),
+        ([0.02 * e for e in range(1, 31)], "partly supported", "exact_match is still rising at epoch 30"),
+        (_rise_then_flat(8)[:10] + [0.1] * 20, "partly supported", "help until epoch 8 (exact_match 0.600), then hurt: 0.100 at epoch 30"),  # overfits: said, not hidden
+        ([0.5 - 0.01 * e for e in range(1, 31)], "contradicted", "exact_match epoch 1 → 30: 0.490 → 0.200"),
+    ],
+)
+def test_epoch_verdict_on_a_long_run(values, status, says):
+    v = epoch_verdict(TASK, [_curve(values, label="250 examples, 30 epochs")])
+    assert v.status == status, v.text
+    assert says in v.text and "250 examples, 30 epochs (run `cccccccc`)" in v.text
+
+
+def test_epoch_verdict_on_a_short_run_says_flattening_cannot_show():
+    v = epoch_verdict(TASK, [_curve([0.0, 0.02, 0.05, 0.08, 0.1, 0.11])])
+    assert v.status == "supported" and "cannot show in 6 epochs" in v.text
+    # The primary metric flat at zero, the graded one rising: only partly.
+    v = epoch_verdict(TASK, [_curve([0.0] * 30, _rise_then_flat(25, top=0.8))])
+    assert v.status == "partly supported" and "on element_accuracy" in v.text
 
 
 def test_size_bins_split_the_items_evenly_and_cover_them():
@@ -153,10 +197,13 @@ def _write(path, overrides):
     return out
 
 
-def test_report_from_real_runs(project):
+def test_report_from_real_runs(project, monkeypatch, empty_mlflow_db):
+    import shutil
+
     from seqtune import report
     from seqtune.cost import cost_section
     from seqtune.runs import collect_runs
+    from seqtune.sweeps import plan
 
     root, params = project
     big = _run_pipeline(params)                                # n_train 32: also the reference point
@@ -189,6 +236,7 @@ def test_report_from_real_runs(project):
     plain = _run_pipeline(_write(params, {"data.format": "plain"}))
     md = report.main(params=params, sweeps_path=root / "sweeps.yaml", out=root / "reports").read_text()
     assert "Not run yet" not in md and f"| plain | `{plain[:8]}` |" in md
+    full = md
 
     # A run is a point only when its whole configuration matches: with another learning
     # rate in params.yaml, none of these runs is any point (matching on the overrides alone
@@ -207,3 +255,18 @@ def test_report_from_real_runs(project):
     assert len(table) == 2 and f"(`{small[:8]}`)" in table[0]  # the newest run in this format
     tokens = [float(ln.split(" | ")[6]) for ln in table]
     assert tokens[1] == pytest.approx(10 * tokens[0])  # 10x the examples, 10x the tokens
+
+    # The report recorded every run it used; from the records alone (a fresh clone, no MLflow
+    # store) it regenerates the same findings, and the sweeps count those runs as done.
+    records = root / "reports" / "runs"
+    assert sorted(p.name for p in records.glob("*.json")) == sorted(f"{TASK}-{r}.json" for r in (big, small, plain))
+    fresh = root / "fresh" / "mlflow.db"
+    fresh.parent.mkdir()
+    shutil.copy(empty_mlflow_db, fresh)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{fresh}")
+    assert collect_runs(params).empty
+    again = report.main(params=params, sweeps_path=root / "sweeps.yaml", out=root / "again").read_text()
+    assert "the run records in `reports/runs/` (3)" in again
+    assert again.split("## Summary")[1] == full.split("## Summary")[1]
+    assert all(not exp.tasks for exp in plan(["data_size", "format"], sweeps_path=root / "sweeps.yaml", params=params,
+                                              runs=collect_runs(params, records)))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from seqtune.evaluate import RULE, ZERO_SHOT
+from seqtune.runs import present
 from seqtune.tasks import get_task
 
 NOISE_SE = 2.0
@@ -37,6 +38,8 @@ class RunEvidence:
     """Per test item: source, target, heavy_atoms, the model's prediction and scores."""
     baselines: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     """Baseline name -> per-item scores, same items."""
+    history: dict[str, dict[int, float]] = field(default_factory=dict)
+    """`val_<metric>` -> {epoch: mean over the validation items}: the per-epoch curve."""
 
     @property
     def short(self) -> str:
@@ -46,27 +49,33 @@ class RunEvidence:
         rows = self.items if who == "model" else self.baselines[who]
         return [float(r[metric]) for r in rows]
 
+    def _cell(self, column: str) -> Any:
+        value = self.row.get(column) if self.row is not None else None
+        return value if present(value) else None
+
     def metric(self, name: str, default: float = float("nan")) -> float:
-        value = self.row.get(f"metrics.{name}") if self.row is not None else None
-        return default if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        value = self._cell(f"metrics.{name}")
+        return default if value is None else float(value)
 
     def param(self, name: str) -> str | None:
-        value = self.row.get(f"params.{name}") if self.row is not None else None
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        value = self._cell(f"params.{name}")
+        return None if value is None else str(value)
 
     def tag(self, name: str) -> str | None:
-        value = self.row.get(f"tags.{name}") if self.row is not None else None
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+        value = self._cell(f"tags.{name}")
+        return None if value is None else str(value)
 
 
 def load_evidence(row, task: str) -> RunEvidence:
-    """The run's stored predictions (the `evaluation/<task>.jsonl` artifact), re-scored
-    baselines included."""
-    import mlflow
+    """The run's stored predictions (the `evaluation/<task>.jsonl` artifact, or its run
+    record), re-scored baselines included, and its per-epoch validation curve."""
+    from seqtune.run_records import RECORD_COLUMN, load_from_record
 
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(run_id=row.run_id, artifact_path=f"evaluation/{task}.jsonl", dst_path=tmp)
-        items = [json.loads(line) for line in Path(local).read_text().splitlines() if line.strip()]
+    record = row.get(RECORD_COLUMN)
+    if isinstance(record, str):
+        items, history = load_from_record(record)
+    else:
+        items, history = _from_store(row, task)
     t = get_task(task)
     # `smiles` is the input molecule; older predictions files lack it, but it is the source
     # (SMILES in) or the target (SMILES out).
@@ -76,7 +85,19 @@ def load_evidence(row, task: str) -> RunEvidence:
     for name in (RULE, ZERO_SHOT):
         if items and name in items[0]:
             baselines[name] = t.score_batch([it.get(name) or "" for it in items], examples)
-    return RunEvidence(row.run_id, task, row, items, baselines)
+    return RunEvidence(row.run_id, task, row, items, baselines, history)
+
+
+def _from_store(row, task: str) -> tuple[list[dict[str, Any]], dict[str, dict[int, float]]]:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=row.run_id, artifact_path=f"evaluation/{task}.jsonl", dst_path=tmp)
+        items = [json.loads(line) for line in Path(local).read_text().splitlines() if line.strip()]
+    client = mlflow.MlflowClient()
+    curves = [k[len("metrics."):] for k in row.index if k.startswith("metrics.val_") and present(row[k])]
+    history = {m: {h.step: h.value for h in client.get_metric_history(row.run_id, m)} for m in curves}
+    return items, history
 
 
 def mean(values: Sequence[float]) -> float:

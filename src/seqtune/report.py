@@ -1,12 +1,13 @@
 """Findings report from tracked runs: reports/findings.md + PNG plots.
 
-    seqtune report                    # reads MLflow and sweeps.yaml, writes reports/
+    seqtune report                    # reads MLflow, reports/runs/ and sweeps.yaml, writes reports/
 
 For every sweep in sweeps.yaml and every task it runs, the report takes, per point, the
-newest evaluated MLflow training run of exactly that configuration (`seqtune.runs`), reads
-its per-item scores, and states what they show about the sweep's claim: a difference counts
-only beyond two standard errors of the paired difference (the points share their test
-items), and a contradiction is reported as plainly as a confirmation. Each sweep gets a
+newest evaluated training run of exactly that configuration (`seqtune.runs`) from the MLflow
+store or from the run records a report keeps in git (`seqtune.run_records`), reads its
+per-item scores, and states what they show about the sweep's claim (`seqtune.verdicts`): a
+difference counts only beyond two standard errors of the paired difference (the points
+share their test items), and a contradiction is reported as plainly as a confirmation. Each sweep gets a
 table, a figure per metric (baselines as lines), and a figure by molecule size; each names
 the runs it came from. Re-running regenerates everything from whatever runs exist.
 """
@@ -14,7 +15,6 @@ the runs it came from. Re-running regenerates everything from whatever runs exis
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,23 +25,20 @@ from seqtune.evaluate import RULE, ZERO_SHOT
 from seqtune.evidence import RunEvidence, bound_se, change, load_evidence, mean, mean_se, paired, size_bins
 from seqtune.io import write_text
 from seqtune.report_plots import Panel, draw
+from seqtune.run_records import RECORD_COLUMN, write_record
 from seqtune.runs import RESUMED_TAG, collect_runs, match_run, signature
 from seqtune.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params
 from seqtune.tasks import get_task
+from seqtune.verdicts import (EpochCurve, Verdict, epoch_verdict, fmt, fmt_diff, fmt_int, headline_metrics, spread_verdict,
+                              train_seconds, trend_verdict)
 
 log = logging.getLogger(__name__)
 
 REPORTS = Path("reports")
+RECORDS = REPORTS / "runs"
+"""Run records (`seqtune.run_records`): the evidence of every run a report used, kept in git."""
 BASELINE_NAMES = {RULE: "rule-based tool", ZERO_SHOT: "zero-shot base model"}
 _NOT_METRICS = {"n", "items_per_s", "seconds", "verified_gain", "verified_rate", "max_new_tokens", "batch_size", "num_beams"}
-
-
-@dataclass
-class Verdict:
-    task: str
-    status: str
-    """supported | contradicted | partly supported | not shown | not run."""
-    text: str
 
 
 @dataclass
@@ -77,26 +74,6 @@ class Evidence:
 # formatting
 
 
-def _f(value: float, se: float | None = None) -> str:
-    if value != value:
-        return "–"
-    return f"{value:.3f}" if se is None or se != se else f"{value:.3f} ± {se:.3f}"
-
-
-def _int(value: float) -> str:
-    return "–" if value != value else f"{value:.0f}"
-
-
-def _train_s(ev: RunEvidence) -> str:
-    """Training seconds; a resumed run's Trainer counts only the time after its last resume."""
-    steps = ev.tag(RESUMED_TAG)
-    return _int(ev.metric("train_runtime")) + (f" (after resume at step {steps.split(',')[-1]})" if steps else "")
-
-
-def _d(d: float, se: float) -> str:
-    return f"{d:+.3f} ± {se:.3f}"
-
-
 def metric_order(task: str, ev: RunEvidence) -> list[str]:
     """Primary, graded, then the task's other [0, 1] metrics (lengths and counters left out)."""
     t = get_task(task)
@@ -105,62 +82,8 @@ def metric_order(task: str, ev: RunEvidence) -> list[str]:
     return head + [m for m in names if m not in head]
 
 
-def _headline(task: str) -> list[str]:
-    t = get_task(task)
-    return [m for m in (t.primary_metric, t.graded_metric) if m]
-
-
 def _footer(evs: list[tuple[Any, RunEvidence]], key: str) -> str:
     return "runs: " + ", ".join(f"{ev.short} ({key}={x})" for x, ev in evs)
-
-
-# ---------------------------------------------------------------------------------------
-# verdicts
-
-
-def trend_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) -> Verdict:
-    """Does the claim "more of x helps" hold between the smallest and the largest x
-    (`points` in x order)? Every point's mean is listed, so a dip between them shows."""
-    primary, graded = get_task(task).primary_metric, get_task(task).graded_metric
-    (x0, a), (x1, b) = points[0], points[-1]
-    parts, changes = [], {}
-    for m in [primary] + ([graded] if graded else []):
-        d, se = paired(a.scores(m), b.scores(m))
-        changes[m] = change(d, se)
-        parts.append(f"{m} {_f(mean(a.scores(m)))} → {_f(mean(b.scores(m)))} ({_d(d, se)}, {changes[m]})")
-    text = f"{what} {x0} → {x1}: " + "; ".join(parts) + "."
-    if len(points) > 2:
-        text += f" {primary} at each {what}: " + ", ".join(f"{x} {_f(mean(ev.scores(primary)))}" for x, ev in points) + "."
-    if changes[primary] == "rises":
-        return Verdict(task, "supported", text)
-    if changes[primary] == "falls":
-        return Verdict(task, "contradicted", text)
-    if graded and changes[graded] == "rises":
-        return Verdict(task, "partly supported", text + f" Only the graded {graded} moves beyond noise.")
-    if graded and changes[graded] == "falls":
-        return Verdict(task, "contradicted", text + f" The graded {graded} falls.")
-    return Verdict(task, "not shown", text + " No change beyond noise at this scale.")
-
-
-def spread_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) -> Verdict:
-    """Does the choice among categories matter? Best vs worst, paired, on the primary metric
-    (on the graded one when the primary cannot rank them: all equal)."""
-    t = get_task(task)
-    metric = t.primary_metric
-    if t.graded_metric and len({round(mean(ev.scores(metric)), 9) for _, ev in points}) == 1:
-        metric = t.graded_metric
-    ranked = sorted(points, key=lambda p: mean(p[1].scores(metric)), reverse=True)
-    (best_x, best), (worst_x, worst) = ranked[0], ranked[-1]
-    d, se = paired(worst.scores(metric), best.scores(metric))
-    ref_x, ref = points[0]
-    vs_ref = "; ".join(f"{x} {_d(*paired(ref.scores(metric), ev.scores(metric)))}" for x, ev in points[1:])
-    secs = ", ".join(f"{x} {_train_s(ev)}" for x, ev in points)
-    text = (f"on {metric}, best {best_x} ({_f(mean(best.scores(metric)))}), worst {worst_x} "
-            f"({_f(mean(worst.scores(metric)))}): {_d(d, se)} paired; against {ref_x}: {vs_ref}. Train s: {secs}.")
-    if change(d, se) == "rises":
-        status = "supported" if metric == t.primary_metric else "partly supported"
-        return Verdict(task, status, f"{what} matters: {text}")
-    return Verdict(task, "not shown", f"{what}: no difference beyond noise, {text}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,16 +103,16 @@ def _baseline_block(task: str, ev: RunEvidence, sec: Section) -> None:
     rows = [("fine-tuned", None)] + [(BASELINE_NAMES[b], b) for b in (ZERO_SHOT, RULE) if b in ev.baselines]
     for label, who in rows:
         vals = [mean_se(ev.scores(m, who or "model")) for m in metrics]
-        sec.lines.append(f"| {label} | " + " | ".join(_f(m, se) for m, se in vals) + " |")
+        sec.lines.append(f"| {label} | " + " | ".join(fmt(m, se) for m, se in vals) + " |")
     sec.lines.append("")
     if ZERO_SHOT not in ev.baselines:
         sec.verdicts.append(Verdict(task, "not shown", "the run has no zero-shot baseline (evaluate.zero_shot_baseline: false)"))
         return
     parts, moved = [], {}
-    for m in _headline(task):
+    for m in headline_metrics(task):
         d, se = paired(ev.scores(m, ZERO_SHOT), ev.scores(m))
         moved[m] = change(d, se)
-        parts.append(f"{m} {_f(mean(ev.scores(m, ZERO_SHOT)))} → {_f(mean(ev.scores(m)))} ({_d(d, se)})")
+        parts.append(f"{m} {fmt(mean(ev.scores(m, ZERO_SHOT)))} → {fmt(mean(ev.scores(m)))} ({fmt_diff(d, se)})")
     primary = get_task(task).primary_metric
     text = "zero-shot → fine-tuned: " + "; ".join(parts) + "."
     if moved[primary] == "rises":
@@ -201,45 +124,35 @@ def _baseline_block(task: str, ev: RunEvidence, sec: Section) -> None:
     sec.verdicts.append(Verdict(task, status, text))
 
 
-def _epoch_block(task: str, ev: RunEvidence, sec: Section, out: Path, n_val: int) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    metrics = metric_order(task, ev)
-    hist = {}
-    for m in metrics:
-        points = sorted(client.get_metric_history(ev.run_id, f"val_{m}"), key=lambda h: h.step)
-        hist[m] = {h.step: h.value for h in points}
-    epochs = sorted(set().union(*[h.keys() for h in hist.values()])) if hist else []
-    if not epochs:
-        sec.lines += [f"Run `{ev.short}` logged no per-epoch metrics (train.val_size: 0).", ""]
+def _epoch_block(task: str, curves: list[EpochCurve], sec: Section, out: Path) -> None:
+    """A table per run of its validation metrics after every epoch, one figure with every
+    run's curve, and the verdict on the longest run."""
+    curves = [c for c in curves if c.epochs]
+    if not curves:
+        sec.lines += ["The runs logged no per-epoch metrics (train.val_size: 0).", ""]
         sec.verdicts.append(Verdict(task, "not run", "no per-epoch metrics"))
         return
-    sec.lines += ["| epoch | " + " | ".join(f"val {m}" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for e in epochs:
-        sec.lines.append(f"| {e} | " + " | ".join(_f(hist[m].get(e, float("nan"))) for m in metrics) + " |")
-    base = {BASELINE_NAMES[b]: b for b in (ZERO_SHOT, RULE) if b in ev.baselines}
-    panels = [Panel(m, {"validation": ([hist[m].get(e, float("nan")) for e in epochs],
-                                       [bound_se(hist[m].get(e, float("nan")), n_val) for e in epochs])},
-                    {label: mean(ev.scores(m, b)) for label, b in base.items()}) for m in _headline(task)]
+    for c in curves:
+        metrics = [m for m in metric_order(task, c.ev) if c.values(m)]
+        sec.lines += [f"Run `{c.ev.short}`: {c.label}, {c.n_val} validation items:", "",
+                      "| epoch | " + " | ".join(f"val {m}" for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        sec.lines += [f"| {e} | " + " | ".join(fmt(c.values(m).get(e, float("nan"))) for m in metrics) + " |" for e in c.epochs]
+        sec.lines.append("")
+    epochs = sorted(set().union(*(c.epochs for c in curves)))
+    ref = curves[0].ev
+    base = {BASELINE_NAMES[b]: b for b in (ZERO_SHOT, RULE) if b in ref.baselines}
+    panels = []
+    for m in headline_metrics(task):
+        series = {}
+        for c in curves:
+            vals = [c.values(m).get(e, float("nan")) for e in epochs]
+            series[c.label] = (vals, [bound_se(v, c.n_val) for v in vals])
+        panels.append(Panel(m, series, {label: mean(ref.scores(m, b)) for label, b in base.items()}))
     png = draw(out / f"{sec.name}_{task}.png", title=f"{task}: validation metrics by epoch", xlabel="epoch", xs=epochs,
-               panels=panels, footer=f"run: {ev.short} ({n_val} validation items after every epoch)")
-    primary = get_task(task).primary_metric
-    first, last = epochs[0], epochs[-1]
-    parts, moved = [], {}
-    for m in _headline(task):
-        a, b = hist[m].get(first, float("nan")), hist[m].get(last, float("nan"))
-        se = math.hypot(bound_se(a, n_val), bound_se(b, n_val))
-        moved[m] = change(b - a, se)
-        tail = hist[m].get(epochs[-2], float("nan")) if len(epochs) > 1 else float("nan")
-        parts.append(f"{m} epoch {first} → {last}: {_f(a)} → {_f(b)} ({_d(b - a, se)}, {moved[m]}; last epoch {b - tail:+.3f})")
-    text = "; ".join(parts) + (f". ± is an upper bound on the standard error of a [0, 1] mean over {n_val} items "
-                               f"(the per-epoch curve keeps means only). Flattening after 20-30 epochs cannot show in {last} epochs: "
-                               "that needs the paper profile (sweeps-paper.yaml).")
-    status = ("supported" if moved[primary] == "rises" else "contradicted" if moved[primary] == "falls"
-              else "partly supported" if "rises" in moved.values() else "not shown")
-    sec.verdicts.append(Verdict(task, status, text))
-    sec.lines += ["", f"![{sec.name} {task}]({png.name})", ""]
+               panels=panels, footer="runs: " + ", ".join(f"{c.ev.short} ({c.label}, {c.n_val} validation items)" for c in curves)
+               + f"; baselines from {ref.short}")
+    sec.verdicts.append(epoch_verdict(task, curves))
+    sec.lines += [f"![{sec.name} {task}]({png.name})", ""]
 
 
 def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, RunEvidence]], missing: list[Any],
@@ -249,7 +162,7 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
     if numeric:
         evs = sorted(evs, key=lambda p: p[0])
     metrics = metric_order(task, evs[0][1])
-    head = _headline(task)
+    head = headline_metrics(task)
     # The zero-shot baseline belongs to each run: another base model or another prompt
     # format is another zero-shot model. The rule-based tool is the same for every point.
     zero = all(ZERO_SHOT in ev.baselines for _, ev in evs)
@@ -257,13 +170,13 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
     sec.lines += [f"| {sweep.x} | run | " + " | ".join(metrics + zcols) + " | train s | tokens/s |",
                   "|---" * (len(metrics) + len(zcols) + 4) + "|"]
     for x, ev in evs:
-        cells = [_f(*mean_se(ev.scores(m))) for m in metrics] + ([_f(mean(ev.scores(m, ZERO_SHOT))) for m in head] if zero else [])
+        cells = [fmt(*mean_se(ev.scores(m))) for m in metrics] + ([fmt(mean(ev.scores(m, ZERO_SHOT))) for m in head] if zero else [])
         sec.lines.append(f"| {x} | `{ev.short}` | " + " | ".join(cells)
-                         + f" | {_train_s(ev)} | {_int(ev.metric('train_tokens_per_s'))} |")
+                         + f" | {train_seconds(ev)} | {fmt_int(ev.metric('train_tokens_per_s'))} |")
     ref = evs[0][1]
     rule = RULE in ref.baselines
     if rule:
-        sec.lines.append(f"| *{BASELINE_NAMES[RULE]}* | | " + " | ".join(_f(mean(ref.scores(m, RULE))) for m in metrics)
+        sec.lines.append(f"| *{BASELINE_NAMES[RULE]}* | | " + " | ".join(fmt(mean(ref.scores(m, RULE))) for m in metrics)
                          + " |" * (len(zcols) + 3))
     sec.lines += ["", "Values: mean ± standard error over the same test items for every run; zero-shot: each run's own base "
                   "model, prompted in its format, before fine-tuning."]
@@ -291,7 +204,7 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
         labels = [f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in bins]
         members = [[i for i, h in enumerate(heavy) if lo <= h <= hi] for lo, hi in bins]
         size_panels = []
-        for m in _headline(task):
+        for m in headline_metrics(task):
             series = {}
             for x, ev in evs:
                 vals = ev.scores(m)
@@ -302,10 +215,10 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
                    xlabel="heavy atoms (n items)", xs=[f"{lab}\n(n={len(idx)})" for lab, idx in zip(labels, members)],
                    panels=size_panels, footer=footer)
         graded = get_task(task).graded_metric or get_task(task).primary_metric
-        sec.lines += [f"By molecule size ({graded}):", "", f"| heavy atoms | n | " + " | ".join(f"{sweep.x}={x}" for x in xs) + " |",
+        sec.lines += [f"By molecule size ({graded}):", "", "| heavy atoms | n | " + " | ".join(f"{sweep.x}={x}" for x in xs) + " |",
                       "|---" * (len(xs) + 2) + "|"]
         for lab, idx in zip(labels, members):
-            sec.lines.append(f"| {lab} | {len(idx)} | " + " | ".join(_f(mean([ev.scores(graded)[i] for i in idx])) for _, ev in evs) + " |")
+            sec.lines.append(f"| {lab} | {len(idx)} | " + " | ".join(fmt(mean([ev.scores(graded)[i] for i in idx])) for _, ev in evs) + " |")
         sec.lines += ["", f"![{name} {task} by size]({png.name})", ""]
 
     if len(evs) < 2:
@@ -314,6 +227,10 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
         sec.verdicts.append(trend_verdict(task, evs, sweep.x))
     else:
         sec.verdicts.append(spread_verdict(task, evs, sweep.x))
+
+
+def _run_label(p) -> str:
+    return f"{p.data.n_train} examples, {p.train.epochs:g} epochs, {p.train.lr_scheduler} learning rate"
 
 
 def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, out: Path) -> Section:
@@ -346,7 +263,7 @@ def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, o
                           f"{p.base_model.name}), {len(ev.items)} test items:", ""]
             _baseline_block(task, ev, sec)
         elif sweep.x == "epoch":
-            _epoch_block(task, ev, sec, out, n_val=p.train.val_size)
+            _epoch_block(task, [EpochCurve(_run_label(p), ev, p.train.val_size) for _, ev, p in found], sec, out)
         else:
             _points_block(task, sweeps, name, [(x, ev) for x, ev, _ in found], missing, sec, out)
         sec.lines += [f"**{sec.verdicts[-1].status}**: {sec.verdicts[-1].text}", ""]
@@ -364,27 +281,40 @@ def _setup_table(sweeps: SweepFile) -> list[str]:
 
 
 def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAULT_SWEEPS, out: Path | str = REPORTS,
-         paper_sweeps: Path | str | None = None) -> Path:
-    """Write `out`/findings.md (+ PNGs) from every tracked run; returns the markdown path."""
+         paper_sweeps: Path | str | None = None, records: Path | str | None = RECORDS) -> Path:
+    """Write `out`/findings.md (+ PNGs) from every tracked run, and a record of each run it
+    used into `records` (read back on the next report: None reads and writes none);
+    returns the markdown path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sweeps = load_sweeps(sweeps_path, params)
     raw = read_yaml(params)
-    runs = collect_runs(load_params(params))
-    log.info("%d training runs in the store", len(runs))
+    runs = collect_runs(load_params(params), records)
+    from_records = int(runs[RECORD_COLUMN].notna().sum()) if RECORD_COLUMN in runs else 0
+    log.info("%d training runs: %d in the MLflow store, %d from run records", len(runs), len(runs) - from_records, from_records)
     evidence = Evidence(runs)
     sections = [sweep_section(name, sweeps, raw, evidence, out) for name in sweeps.sweeps]
     used = set().union(*(s.runs for s in sections)) if sections else set()
+    loaded = evidence.loaded()
+    if records is not None:
+        for ev in loaded:
+            write_record(records, ev)
+        log.info("recorded %d runs in %s", len(loaded), records)
+    used_records = sum(isinstance(ev.row.get(RECORD_COLUMN), str) for ev in loaded)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    seconds = sum(ev.metric("train_runtime", 0.0) for ev in evidence.loaded())
-    resumed = any(ev.tag(RESUMED_TAG) for ev in evidence.loaded())
+    seconds = sum(ev.metric("train_runtime", 0.0) for ev in loaded)
+    resumed = any(ev.tag(RESUMED_TAG) for ev in loaded)
+    source = (f"the MLflow store ({len(used) - used_records}) and the run records in `{records}/` ({used_records})"
+              if used_records else "the MLflow store")
     parts = [
         "# seqtune findings",
         "",
-        f"Generated {now} by `seqtune report` from {len(used)} of the {len(runs)} MLflow training runs in the store, "
+        f"Generated {now} by `seqtune report` from {len(used)} training runs, read from {source}, "
         f"for the sweeps in `{Path(sweeps_path).name}` ({'at least ' if resumed else ''}{seconds / 3600:.1f} h of training "
         f"in the runs used{'; resumed runs count only the time after the resume' if resumed else ''}). "
-        "Each table row is one run (MLflow run id); each figure names its runs. Regenerate with `seqtune report`.",
+        "Each table row is one run (MLflow run id); each figure names its runs. Regenerate with `seqtune report`: "
+        f"it reads the store and the records, so a fresh clone regenerates this report, and a new run is compared "
+        "item by item with the recorded ones.",
         "",
         "A difference counts when it exceeds two standard errors of the paired difference over the same test items "
         "(± values below are one standard error).",

@@ -37,21 +37,25 @@ def signature(p: Params) -> dict[str, str]:
     return sig
 
 
-def collect_runs(params: Path | str | Params = DEFAULT_PARAMS):
+def collect_runs(params: Path | str | Params = DEFAULT_PARAMS, records: Path | str | None = None):
     """Every training run of the experiment, newest first, with its params, tags and
-    metrics (a pandas DataFrame in `mlflow.search_runs` form)."""
+    metrics (a pandas DataFrame in `mlflow.search_runs` form); with `records`, also the runs
+    recorded there (`seqtune.run_records`) that the store lacks."""
+    from seqtune.run_records import merge_runs, records_frame
     from seqtune.tracking import setup_mlflow
 
     p = params if isinstance(params, Params) else load_params(params)
     mlflow = setup_mlflow(p.mlflow.tracking_uri, p.mlflow.experiment)
-    return mlflow.search_runs(
+    store = mlflow.search_runs(
         experiment_names=[p.mlflow.experiment],
         filter_string="tags.`seqtune.stage` = 'train'",
         order_by=["start_time DESC"],
     )
+    return merge_runs(store, records_frame(records)) if records is not None else store
 
 
-def _present(value: Any) -> bool:
+def present(value: Any) -> bool:
+    """Whether a cell of `collect_runs()` holds a value (pandas marks an absent one NaN)."""
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
@@ -62,6 +66,6 @@ def match_run(runs, sig: dict[str, str], task: str):
         return None
     cand = runs[(runs["tags.seqtune.task"] == task) & runs[primary].notna()]
     for _, row in cand.iterrows():  # newest first
-        if all(_present(row.get(col)) and str(row.get(col)) == value for col, value in sig.items()):
+        if all(present(row.get(col)) and str(row.get(col)) == value for col, value in sig.items()):
             return row
     return None

@@ -8,8 +8,8 @@ anything is queued, so a typo fails here rather than an hour into a queue. Point
 `dvc exp run --queue -n <sweep>-<i>-<config hash> -S key=value ...`, which DVC and MLflow
 both track. Sweeps usually share a reference point (the data-size sweep's middle point is
 the format sweep's `plain` point, say): a configuration is queued once, and not at all when
-MLflow already holds a run of it (`seqtune.runs`), so re-queueing after adding a point runs
-only the new one.
+the MLflow store or a run record already holds a run of it (`seqtune.runs`), so re-queueing
+after adding a point runs only the new one.
 """
 
 from __future__ import annotations
@@ -178,12 +178,13 @@ def parse_queue_status(text: str) -> dict[str, str]:
 
 
 def queue(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_PARAMS,
-          rerun: bool = False, dry_run: bool = False) -> list[Experiment]:
+          rerun: bool = False, dry_run: bool = False, records: Path | str | None = None) -> list[Experiment]:
     """Queue the experiments of sweeps `names` (`dvc exp run --queue`), skipping
-    configurations already run; returns the plan (skipped ones have no tasks left)."""
+    configurations already run (in the MLflow store, or in the run records `records`);
+    returns the plan (skipped ones have no tasks left)."""
     from seqtune.runs import collect_runs
 
-    experiments = plan(names, sweeps_path=sweeps_path, params=params, runs=collect_runs(params), rerun=rerun)
+    experiments = plan(names, sweeps_path=sweeps_path, params=params, runs=collect_runs(params, records), rerun=rerun)
     pending = pending_experiments()
     queued = 0
     for exp in experiments:

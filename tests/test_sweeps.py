@@ -1,6 +1,9 @@
-"""Sweep definitions validate against the params schema; typos are caught before queueing."""
+"""Sweep definitions validate against the params schema; typos are caught before queueing; a
+sweep's cost counts tokens per example on a sample of each point's own data."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 import yaml
@@ -10,7 +13,7 @@ from seqtune.sweeps import apply_overrides, load_sweeps, parse_queue_status, pla
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("sweeps_file", ["sweeps.yaml", "sweeps-paper.yaml"])
+@pytest.mark.parametrize("sweeps_file", ["sweeps.yaml", "sweeps-quick.yaml", "sweeps-paper.yaml"])
 def test_shipped_sweeps_validate_and_cover_the_findings(sweeps_file):
     sf = load_sweeps(REPO / sweeps_file, REPO / "params.yaml")
     assert {"specialist", "data_size", "epochs", "format", "base_model", "method"} <= set(sf.sweeps)
@@ -81,3 +84,113 @@ d71bc77  data_size-0-916298   02:29 AM   Queued
 Worker status: 1 active, 0 idle
 """
     assert parse_queue_status(text) == {"method-1-d02cb4": "Running", "data_size-0-916298": "Queued"}
+
+
+# ---------------------------------------------------------------------------------------
+# cost: tokens per example counted on a sample of each point's own data
+
+COST_PARAMS = {
+    "tasks": ["smiles2formula"],
+    "molecules": {"source": "rdkit-samples", "max_raw": 300, "max_heavy_atoms": 18, "workers": 1},
+    "data": {"n_train": 1000, "n_test": 1000, "workers": 1, "chunk_size": 64, "format": "plain"},
+    "base_model": {"name": "tiny"},
+    "train": {"max_length": 512},
+}
+
+
+def test_spread_sample_covers_all_records_in_one_pass():
+    from seqtune.sample_tokens import spread
+
+    kept, total = spread(iter(range(10_000)), 100)  # an iterator: one pass, length unknown
+    assert total == 10_000 and len(kept) == 100 and kept == sorted(set(kept))
+    assert kept[0] == 0 and kept[-1] >= 9_700  # the whole range, not its start
+    assert max(b - a for a, b in itertools.pairwise(kept)) <= 2 * 10_000 / 100
+    assert spread(iter(range(50)), 100) == (list(range(50)), 50)  # fewer than n: all of them
+
+
+def test_sampled_tokens_per_example_are_what_the_stages_make(tmp_path, monkeypatch, params_file):
+    """The sample's count equals the data stage's examples tokenized as training tokenizes
+    them, when the sample holds every record the molecules stage reads."""
+    import pandas as pd
+
+    from seqtune import data, molecules, paths
+    from seqtune.config import load_params
+    from seqtune.formats import _INSTRUCTION_TEMPLATE
+    from seqtune.models import build_tiny_tokenizer
+    from seqtune.sample_tokens import Sampler
+    from seqtune.sft_data import encode_examples
+    from seqtune.tasks import get_task
+
+    monkeypatch.chdir(tmp_path)
+    params = params_file(COST_PARAMS)
+    molecules.main(params=params)
+    data.main("smiles2formula", params=params)
+    made = pd.concat([pd.read_parquet(paths.dataset_dir("smiles2formula") / f"{s}.parquet") for s in ("train", "test")])
+    enc = encode_examples(build_tiny_tokenizer(), made.prompt.tolist(), made.completion.tolist(), 512)
+    expected = sum(r["length"] for r in enc.rows) / len(enc.rows)
+
+    sampler = Sampler(300)
+    p = load_params(params)
+    plain = sampler.count(p, "smiles2formula")
+    assert plain.examples == len(made) and plain.mean == pytest.approx(expected) and plain.tokenizer == "tiny"
+    assert plain.exact and plain.problem is None and "rdkit-samples" in plain.describe()
+    # The tiny tokenizer's tokens are characters (a run of newlines is one unknown token), so
+    # the instruction format adds its template's tokens to every example, less the plain
+    # separator " =>" and the completion's leading space.
+    instruction = sampler.count(p.model_copy(update={"data": p.data.model_copy(update={"format": "instruction"})}),
+                                "smiles2formula")
+    tok = build_tiny_tokenizer()
+    template = len(tok(_INSTRUCTION_TEMPLATE.format(instruction=get_task("smiles2formula").instruction, source="C")).input_ids)
+    assert instruction.mean == pytest.approx(plain.mean + template - 1 - len(" =>") - len(" "))
+    assert instruction.examples == plain.examples
+
+
+def _cost_sweeps(path, tokenizer_dir):
+    path.write_text(yaml.safe_dump({"common": {"tasks": ["smiles2formula"]}, "sweeps": {
+        "size": {"finding": "f", "x": "data.n_train",
+                 "points": [{"data.n_train": 100, "train.epochs": 2}, {"data.n_train": 1000, "train.epochs": 3}]},
+        "format": {"finding": "f", "x": "data.format", "points": [{"data.format": "plain"}, {"data.format": "instruction"}]},
+        "model": {"finding": "f", "x": "base_model.name", "points": [
+            {"base_model.name": "nonexistent/model-125m"},                     # no hub here: another tokenizer counts
+            {"base_model.name": str(tokenizer_dir)},                           # a local tokenizer, no chat template
+            {"base_model.name": str(tokenizer_dir), "data.format": "chat"}]},
+        "source": {"finding": "f", "x": "molecules.source",
+                   "points": [{"molecules.source": "file", "molecules.path": "missing.smi"}]},
+    }}))
+    return path
+
+
+def test_cost_counts_each_point_on_its_own_sample(tmp_path, monkeypatch, params_file):
+    from seqtune.cost import estimate, notes, table
+    from seqtune.models import build_tiny_tokenizer
+    from seqtune.sample_tokens import Sampler
+
+    monkeypatch.chdir(tmp_path)
+    tok = build_tiny_tokenizer()
+    tok.chat_template = None
+    tok.save_pretrained(tmp_path / "nochat")
+    sweeps = _cost_sweeps(tmp_path / "sweeps.yaml", tmp_path / "nochat")
+    est = {e.points: e for e in estimate(["size", "format", "model", "source"], sweeps_path=sweeps,
+                                         params=params_file(COST_PARAMS), sample=Sampler(300, fallback="tiny"))}
+
+    # Tokens scale with examples x epochs; the per-example count is the same sample's.
+    small, large = est["size[0]"], est["size[1]"]
+    assert small.tokens_per_example == large.tokens_per_example > 0 and small.source_run is None
+    assert small.tokens == pytest.approx(100 * 2 * small.tokens_per_example)
+    assert large.tokens == pytest.approx(1000 * 3 * large.tokens_per_example)
+    assert est["format[1]"].tokens_per_example > est["format[0]"].tokens_per_example  # the template's tokens
+
+    lines = table(list(est.values()), None)
+    row = {ln.split(" | ")[0].lstrip("| "): ln.split(" | ")[5] for ln in lines[2:-1]}
+    assert row["format[0]"].startswith(f"{est['format[0]'].tokens_per_example:.1f} ± ") and row["format[0]"].endswith("(s1)")
+    # A base model whose tokenizer can't be loaded: counted by another, marked as such.
+    assert row["model[0]"].startswith("≈ ") and row["model[0]"].endswith("(s1, tiny)")
+    assert est["model[0]"].flops == pytest.approx(6 * 125e6 * est["model[0]"].tokens)
+    # A local tokenizer folder: its own count (the same characters as the tiny model's).
+    assert row["model[1]"].endswith("(s1)") and not row["model[1]"].startswith("≈")
+    assert est["model[1]"].tokens_per_example == est["format[0]"].tokens_per_example
+    # Chat without a chat template, and an unreadable source: not measured, and why.
+    assert row["model[2]"] == f"not measured (no chat template in the {tmp_path / 'nochat'} tokenizer)"
+    assert row["source[0]"].startswith("not measured (no sample: file missing.smi: ")
+    text = "\n".join(notes(list(est.values())))
+    assert "*s1*:" in text and "rdkit-samples" in text and "*s2*" not in text  # one sample, described once

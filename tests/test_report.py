@@ -108,7 +108,9 @@ def test_plateau_epoch_is_where_the_curve_comes_within_noise_of_its_best():
         (_rise_then_flat(22), "supported", "Returns flatten from epoch 20 on exact_match, as the method reports"),
         (_rise_then_flat(6), "partly supported", "returns flatten from epoch 6 on exact_match, earlier than the method's"),
         ([0.02 * e for e in range(1, 31)], "partly supported", "exact_match is still rising at epoch 30"),
-        (_rise_then_flat(8)[:10] + [0.1] * 20, "partly supported", "help until epoch 8 (exact_match 0.600), then hurt: 0.100 at epoch 30"),  # overfits: said, not hidden
+        # Overfitting: first to last is flat, but the peak and the fall are said, not hidden.
+        (_rise_then_flat(8)[:10] + [0.1] * 20, "partly supported",
+         "help until epoch 8 (exact_match 0.600), then hurt: 0.100 at epoch 30"),
         ([0.5 - 0.01 * e for e in range(1, 31)], "contradicted", "exact_match epoch 1 → 30: 0.490 → 0.200"),
     ],
 )
@@ -245,16 +247,23 @@ def test_report_from_real_runs(project, monkeypatch, empty_mlflow_db):
     md = report.main(params=other, sweeps_path=root / "sweeps.yaml", out=root / "other").read_text()
     assert big[:8] not in md and small[:8] not in md and "no matching run yet" in md
 
-    # The cost estimate measures tokens per example in these runs.
+    # The cost estimate counts tokens per example on a sample of the points' own data ...
     paper = root / "paper.yaml"
     paper.write_text(yaml.safe_dump({"common": {"tasks": [TASK], "data.format": "instruction"},
                                      "sweeps": {"size": {"finding": "f", "x": "data.n_train",
                                                          "points": [{"data.n_train": 10000}, {"data.n_train": 100000}]}}}))
     lines = cost_section(paper, params=params, runs=collect_runs(params))
     table = [ln for ln in lines if ln.startswith("| size[")]
-    assert len(table) == 2 and f"(`{small[:8]}`)" in table[0]  # the newest run in this format
+    assert len(table) == 2 and all(ln.split(" | ")[5].endswith("(s1)") for ln in table), table
+    assert any(ln.startswith("- *s1*:") and "rdkit-samples" in ln for ln in lines)
     tokens = [float(ln.split(" | ")[6]) for ln in table]
     assert tokens[1] == pytest.approx(10 * tokens[0])  # 10x the examples, 10x the tokens
+    # ... and without one (`--sample 0`, or no sample possible) takes them from these runs.
+    lines = cost_section(paper, params=params, runs=collect_runs(params), sample=0)
+    table = [ln for ln in lines if ln.startswith("| size[")]
+    assert len(table) == 2 and f"(`{small[:8]}`)" in table[0]  # the newest run in this format
+    tokens = [float(ln.split(" | ")[6]) for ln in table]
+    assert tokens[1] == pytest.approx(10 * tokens[0])
 
     # The report recorded every run it used; from the records alone (a fresh clone, no MLflow
     # store) it regenerates the same findings, and the sweeps count those runs as done.

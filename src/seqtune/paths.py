@@ -14,6 +14,7 @@ DOWNLOADS = DATA / "downloads"            # fetched wheels/files (molsets, llm-s
 MOLECULES = DATA / "molecules"            # molecules.parquet + stats.json
 BASE_MODEL = DATA / "base_model"          # safetensors + tokenizer of the resolved base model
 LABEL_CACHE = DATA / "cache" / "labels"   # task labels keyed by SMILES (not a DVC output)
+TOKENIZERS = DATA / "cache" / "tokenizers"  # packaged base models' tokenizers, saved once (sweep cost)
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 

@@ -156,7 +156,7 @@ def _epoch_block(task: str, curves: list[EpochCurve], sec: Section, out: Path) -
 
 
 def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, RunEvidence]], missing: list[Any],
-                  sec: Section, out: Path) -> None:
+                  sec: Section, out: Path, queue_hint: str) -> None:
     sweep = sweeps.sweeps[name]
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in evs)
     if numeric:
@@ -181,7 +181,7 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
     sec.lines += ["", "Values: mean ± standard error over the same test items for every run; zero-shot: each run's own base "
                   "model, prompted in its format, before fine-tuning."]
     if missing:
-        sec.lines.append(f"Not run yet: {sweep.x} = {', '.join(map(str, missing))} (`seqtune sweep queue {name}`).")
+        sec.lines.append(f"Not run yet: {sweep.x} = {', '.join(map(str, missing))} (`{queue_hint}`).")
     sec.lines.append("")
 
     xs = [x for x, _ in evs]
@@ -233,8 +233,11 @@ def _run_label(p) -> str:
     return f"{p.data.n_train} examples, {p.train.epochs:g} epochs, {p.train.lr_scheduler} learning rate"
 
 
-def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, out: Path) -> Section:
+def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, out: Path,
+                  sweeps_path: Path | str = DEFAULT_SWEEPS) -> Section:
     sweep = sweeps.sweeps[name]
+    other_file = Path(sweeps_path).name != DEFAULT_SWEEPS.name
+    queue_hint = f"seqtune sweep queue {name}" + (f" --sweeps {sweeps_path}" if other_file else "")
     sec = Section(name, sweep.finding, [f'<a id="{name}"></a>', "", f"## {name}: {sweep.finding}", ""])
     if sweep.note:
         sec.lines += [f"*Note:* {sweep.note.strip()}", ""]
@@ -249,11 +252,11 @@ def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, o
             ev = evidence.get(signature(p), task)
             x = point.get(sweep.x, i) if sweep.x not in ("epoch", "baseline") else i
             if ev is None:
-                missing.append(x)
+                missing.append(_run_label(p) if sweep.x == "epoch" else x)
             else:
                 found.append((x, ev, p))
         if not found:
-            sec.lines += [f"No run of this configuration yet: `seqtune sweep queue {name} && dvc queue start -j 1`.", ""]
+            sec.lines += [f"No run of this configuration yet: `{queue_hint} && dvc queue start -j 1`.", ""]
             sec.verdicts.append(Verdict(task, "not run", "no matching run yet"))
             continue
         sec.runs |= {ev.run_id for _, ev, _ in found}
@@ -264,8 +267,10 @@ def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, o
             _baseline_block(task, ev, sec)
         elif sweep.x == "epoch":
             _epoch_block(task, [EpochCurve(_run_label(p), ev, p.train.val_size) for _, ev, p in found], sec, out)
+            if missing:
+                sec.lines += [f"Not run yet: {'; '.join(missing)} (`{queue_hint}`).", ""]
         else:
-            _points_block(task, sweeps, name, [(x, ev) for x, ev, _ in found], missing, sec, out)
+            _points_block(task, sweeps, name, [(x, ev) for x, ev, _ in found], missing, sec, out, queue_hint)
         sec.lines += [f"**{sec.verdicts[-1].status}**: {sec.verdicts[-1].text}", ""]
     return sec
 
@@ -293,7 +298,7 @@ def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAU
     from_records = int(runs[RECORD_COLUMN].notna().sum()) if RECORD_COLUMN in runs else 0
     log.info("%d training runs: %d in the MLflow store, %d from run records", len(runs), len(runs) - from_records, from_records)
     evidence = Evidence(runs)
-    sections = [sweep_section(name, sweeps, raw, evidence, out) for name in sweeps.sweeps]
+    sections = [sweep_section(name, sweeps, raw, evidence, out, sweeps_path) for name in sweeps.sweeps]
     used = set().union(*(s.runs for s in sections)) if sections else set()
     loaded = evidence.loaded()
     if records is not None:

@@ -86,6 +86,23 @@ Worker status: 1 active, 0 idle
     assert parse_queue_status(text) == {"method-1-d02cb4": "Running", "data_size-0-916298": "Queued"}
 
 
+def test_queue_skips_a_configuration_waiting_under_another_points_name(monkeypatch, caplog):
+    from seqtune import sweeps
+
+    ref = next(e for e in plan(["format", "data_size"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
+               if "data_size[2]" in e.points)
+    # The reference configuration was queued by the specialist sweep, under its name.
+    running = "specialist-0-" + ref.name.rsplit("-", 1)[-1]
+    monkeypatch.setattr(sweeps, "pending_experiments", lambda: {running: "Running"})
+    calls = []
+    monkeypatch.setattr(sweeps.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    with caplog.at_level("INFO", logger="seqtune.sweeps"):
+        sweeps.queue(["data_size"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
+    assert f"already in the DVC queue as {running} (Running)" in caplog.text
+    queued = [cmd[cmd.index("-n") + 1] for cmd in calls]
+    assert len(queued) == 3 and not any(q.endswith(running[-6:]) for q in queued)
+
+
 # ---------------------------------------------------------------------------------------
 # cost: tokens per example counted on a sample of each point's own data
 

@@ -157,6 +157,11 @@ def _hydra_value(value: Any) -> str:
     return str(value)
 
 
+def _config_key(name: str) -> str:
+    """The configuration hash an experiment's name ends with (`<sweep>-<i>-<hash>`)."""
+    return name.rsplit("-", 1)[-1]
+
+
 def pending_experiments() -> dict[str, str]:
     """Name -> status of the experiments waiting in or running from the DVC queue (the name
     carries the configuration's hash, so it identifies the configuration)."""
@@ -193,8 +198,10 @@ def queue(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, par
             log.info("%s: already run (%s)", covers, ", ".join(f"{t}: {r[:8]}" for t, r in exp.done.items()))
         if not exp.tasks:
             continue
-        if exp.name in pending and not rerun:
-            log.info("%s: already in the DVC queue as %s (%s)", covers, exp.name, pending[exp.name])
+        # By configuration, not by name: a sweep queued earlier may have named it after another point.
+        waiting = next((n for n in pending if _config_key(n) == _config_key(exp.name)), None)
+        if waiting and not rerun:
+            log.info("%s: already in the DVC queue as %s (%s)", covers, waiting, pending[waiting])
             continue
         cmd = exp.command()
         log.info("%s: %s", covers, " ".join(cmd))

@@ -307,6 +307,9 @@ def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAU
         log.info("recorded %d runs in %s", len(loaded), records)
     used_records = sum(isinstance(ev.row.get(RECORD_COLUMN), str) for ev in loaded)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "seqtune report"  # as a reader would rerun it
+    command += "" if Path(sweeps_path).name == DEFAULT_SWEEPS.name else f" --sweeps {sweeps_path}"
+    command += "" if out == REPORTS else f" --out {out}"
     seconds = sum(ev.metric("train_runtime", 0.0) for ev in loaded)
     resumed = any(ev.tag(RESUMED_TAG) for ev in loaded)
     source = (f"the MLflow store ({len(used) - used_records}) and the run records in `{records}/` ({used_records})"
@@ -314,10 +317,11 @@ def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAU
     parts = [
         "# seqtune findings",
         "",
-        f"Generated {now} by `seqtune report` from {len(used)} training runs, read from {source}, "
+        f"Generated {now} by `{command}` from {len(used)} training run{'' if len(used) == 1 else 's'}, "
+        f"read from {source}, "
         f"for the sweeps in `{Path(sweeps_path).name}` ({'at least ' if resumed else ''}{seconds / 3600:.1f} h of training "
         f"in the runs used{'; resumed runs count only the time after the resume' if resumed else ''}). "
-        "Each table row is one run (MLflow run id); each figure names its runs. Regenerate with `seqtune report`: "
+        "Each table row is one run (MLflow run id); each figure names its runs. Regenerate with the same command: "
         f"it reads the store and the records, so a fresh clone regenerates this report, and a new run is compared "
         "item by item with the recorded ones.",
         "",
@@ -335,7 +339,7 @@ def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAU
     parts += ["", "## What was run", "", *_setup_table(sweeps)]
     for s in sections:
         parts += s.lines
-    if paper_sweeps and Path(paper_sweeps).exists():
+    if paper_sweeps and Path(paper_sweeps).is_file():
         from seqtune.cost import cost_section
 
         parts += cost_section(paper_sweeps, params=params, runs=runs)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BASELINE_STYLES = ("--", ":", "-.")
+MAX_TICKS = 12
+"""More numeric x values than this get matplotlib's own tick grid instead of one tick each."""
 
 
 @dataclass
@@ -60,7 +62,8 @@ def draw(path: Path, *, title: str, xlabel: str, xs: Sequence, panels: Sequence[
         else:
             if log_x:
                 ax.set_xscale("log")
-            ax.set_xticks(list(xs), [str(x) for x in xs])  # the points run, not a grid between them
+            if len(xs) <= MAX_TICKS:  # the points run, not a grid between them (30 epochs: matplotlib's grid)
+                ax.set_xticks(list(xs), [str(x) for x in xs])
         ax.set(xlabel=xlabel, ylabel=panel.metric, ylim=(-0.02, 1.05), title=panel.metric)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=11)

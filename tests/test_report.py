@@ -72,6 +72,14 @@ def test_spread_verdict_ranks_on_the_graded_metric_when_the_primary_cannot():
     assert "on element_accuracy, best chat (0.700), worst plain (0.300)" in v.text
     same = spread_verdict(TASK, [("a", _ev([0.0] * N, [0.3] * N)), ("b", _ev([0.0] * N, [0.3] * N))], "x")
     assert same.status == "not shown"
+    # The primary metric differs by noise (2 vs 1 exact of 100), the graded one clearly.
+    near_zero = [("smollm2", _ev([1.0] * 2 + [0.0] * 98, [0.35] * N)), ("gemma3", _ev([1.0] + [0.0] * 99, [0.20] * N))]
+    v = spread_verdict(TASK, near_zero, "base_model.name")
+    assert v.status == "partly supported", v.text
+    assert "on element_accuracy, best smollm2 (0.350), worst gemma3 (0.200)" in v.text
+    assert "exact_match does not separate them beyond noise (on exact_match, best smollm2 (0.020)" in v.text
+    clear = [("a", _ev([1.0] * 40 + [0.0] * 60, [0.5] * N)), ("b", _ev([0.0] * N, [0.5] * N))]
+    assert spread_verdict(TASK, clear, "x").status == "supported"
 
 
 def test_a_resumed_runs_train_seconds_are_marked():

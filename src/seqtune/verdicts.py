@@ -76,25 +76,34 @@ def trend_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) -
     return Verdict(task, "not shown", text + " No change beyond noise at this scale.")
 
 
-def spread_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) -> Verdict:
-    """Does the choice among categories matter? Best vs worst, paired, on the primary metric
-    (on the graded one when the primary cannot rank them: all equal)."""
-    t = get_task(task)
-    metric = t.primary_metric
-    if t.graded_metric and len({round(mean(ev.scores(metric)), 9) for _, ev in points}) == 1:
-        metric = t.graded_metric
+def _spread(points: list[tuple[Any, RunEvidence]], metric: str) -> tuple[str, str]:
+    """(best vs worst on `metric`, paired: 'rises' when they differ beyond noise; its text)."""
     ranked = sorted(points, key=lambda p: mean(p[1].scores(metric)), reverse=True)
     (best_x, best), (worst_x, worst) = ranked[0], ranked[-1]
     d, se = paired(worst.scores(metric), best.scores(metric))
     ref_x, ref = points[0]
     vs_ref = "; ".join(f"{x} {fmt_diff(*paired(ref.scores(metric), ev.scores(metric)))}" for x, ev in points[1:])
-    secs = ", ".join(f"{x} {train_seconds(ev)}" for x, ev in points)
     text = (f"on {metric}, best {best_x} ({fmt(mean(best.scores(metric)))}), worst {worst_x} "
-            f"({fmt(mean(worst.scores(metric)))}): {fmt_diff(d, se)} paired; against {ref_x}: {vs_ref}. Train s: {secs}.")
-    if change(d, se) == "rises":
-        status = "supported" if metric == t.primary_metric else "partly supported"
-        return Verdict(task, status, f"{what} matters: {text}")
-    return Verdict(task, "not shown", f"{what}: no difference beyond noise, {text}")
+            f"({fmt(mean(worst.scores(metric)))}): {fmt_diff(d, se)} paired; against {ref_x}: {vs_ref}")
+    return change(d, se), text
+
+
+def spread_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) -> Verdict:
+    """Does the choice among categories matter? Best vs worst, paired, on the primary metric;
+    where the primary does not separate them (near zero at small scale), on the graded one,
+    which then supports the claim only partly."""
+    t = get_task(task)
+    secs = "Train s: " + ", ".join(f"{x} {train_seconds(ev)}" for x, ev in points) + "."
+    moved, text = _spread(points, t.primary_metric)
+    if moved == "rises":
+        return Verdict(task, "supported", f"{what} matters: {text}. {secs}")
+    if t.graded_metric:
+        graded_moved, graded_text = _spread(points, t.graded_metric)
+        if graded_moved == "rises":
+            return Verdict(task, "partly supported", f"{what} matters {graded_text}; {t.primary_metric} does not "
+                                                     f"separate them beyond noise ({text}). {secs}")
+        text += f"; {graded_text}"
+    return Verdict(task, "not shown", f"{what}: no difference beyond noise, {text}. {secs}")
 
 
 FLATTEN_FROM = (15, 30)

@@ -215,16 +215,17 @@ def sweep_cost(names: list[str] = typer.Argument(..., help="Sweep names, or `all
                sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
                gpu_tflops: float = typer.Option(150.0, help="Assumed effective bf16 TFLOP/s of one GPU."),
                sample: int = typer.Option(200, min=0, help="Raw molecule records per sample that tokens per example "
-                                          "are counted on (0: take them from tracked runs only).")):
+                                          "are counted on (0: take them from tracked runs only)."),
+               records: Path = RecordsOpt):
     """Estimate the training cost of sweeps NAMES: tokens per example counted on a sample of
-    each point's data, time from throughput measured in tracked runs."""
+    each point's data, time from throughput measured in tracked runs (store and records)."""
     from seqtune import cost as mod
     from seqtune.runs import collect_runs
     from seqtune.sweeps import load_sweeps
 
     if names == ["all"]:
         names = list(_run(load_sweeps, sweeps, params).sweeps)
-    runs = _run(collect_runs, params)
+    runs = _run(collect_runs, params, records)
     estimates = _run(mod.estimate, names, sweeps_path=sweeps, params=params, runs=runs, sample=sample)
     typer.echo("\n".join(mod.table(estimates, mod.measured_flops_per_s(runs)[0], gpu_tflops) + [""] + mod.notes(estimates)))
 

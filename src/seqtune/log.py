@@ -10,6 +10,7 @@ import os
 
 
 def setup_logging(verbose: bool = False) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("SEQTUNE_LOG", "INFO").upper(), logging.INFO)
@@ -17,7 +18,9 @@ def setup_logging(verbose: bool = False) -> None:
         level=level,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        # stderr: rich's default console is stdout, where commands like `seqtune predict`
+        # write their results (JSON lines a user pipes on).
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
         force=True,
     )
     for noisy in ("urllib3", "filelock", "httpx", "alembic", "mlflow.store", "git"):

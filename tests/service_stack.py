@@ -8,7 +8,6 @@ store, imported into a temp BentoML home with `seqtune bento import`, served by
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import socket
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.logging_state import restored_logging
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -70,25 +71,6 @@ class Stack:
 
 
 @contextmanager
-def bentoml_keeps_our_logging() -> Iterator[None]:
-    """Undo what an in-process `bentoml.serve` does to this process's logging.
-
-    It applies BentoML's CLI logging config with `disable_existing_loggers=True`, which
-    silences every logger already created (all of `seqtune.*`) for the rest of the pytest
-    process: later tests that read seqtune's log records through caplog then see nothing."""
-    loggers = {name: lg.disabled for name, lg in logging.root.manager.loggerDict.items()
-               if isinstance(lg, logging.Logger)}
-    root_handlers, root_level = list(logging.root.handlers), logging.root.level
-    try:
-        yield
-    finally:
-        for name, disabled in loggers.items():
-            logging.getLogger(name).disabled = disabled
-        logging.root.handlers[:] = root_handlers
-        logging.root.setLevel(root_level)
-
-
-@contextmanager
 def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None) -> Iterator[Stack]:
     """Register tiny champions, import them, serve them; stop the server on exit.
     `empty_mlflow_db`: a migrated empty store to copy (saves the schema migrations)."""
@@ -116,7 +98,7 @@ def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | No
         done = seqtune_cli("bento", "import", "--params", str(PARAMS))
         assert done.returncode == 0, done.stderr
         port = free_port()
-        with bentoml_keeps_our_logging():
+        with restored_logging():  # an in-process bentoml.serve reconfigures logging
             server = bentoml.serve(SERVICE, working_dir=str(REPO), host="127.0.0.1", port=port)
         url = f"http://127.0.0.1:{port}"
         try:

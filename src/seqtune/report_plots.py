@@ -65,7 +65,7 @@ def draw(path: Path, *, title: str, xlabel: str, xs: Sequence, panels: Sequence[
             if len(xs) <= MAX_TICKS:  # the points run, not a grid between them (30 epochs: matplotlib's grid)
                 ax.set_xticks(list(xs), [str(x) for x in xs])
                 # A log axis also labels minor ticks (2x10^2, 3x10^2, ...) over the points' labels.
-                ax.set_xticks([], minor=True)
+                ax.minorticks_off()
         ax.set(xlabel=xlabel, ylabel=panel.metric, ylim=(-0.02, 1.05), title=panel.metric)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=11)

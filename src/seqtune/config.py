@@ -46,6 +46,9 @@ class MoleculesConfig(Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of the hash space that is test; a molecule's split never depends on sizes."""
     split_by: Literal["inchikey", "scaffold"] = "inchikey"
+    fragments: Literal["none", "brics"] = "none"
+    """`brics`: replace each record by its BRICS fragments (capped with H) in the size range:
+    many more small molecules from a corpus of large ones (seqtune.fragments)."""
     workers: int = Field(2, ge=1)
 
     @model_validator(mode="after")
@@ -94,6 +97,9 @@ class TrainConfig(Section):
     seed: int = 0
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     group_by_length: bool = True
+    completion_only_logits: bool = True
+    """Run the LM head only on positions that predict a completion token (same loss, less
+    compute: seqtune.completion_loss). Off = the stock full-logits loss."""
     logging_steps: int = Field(5, gt=0)
     save_steps: int = Field(50, gt=0)
     val_size: int = Field(64, ge=0)

@@ -141,10 +141,18 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict:
     source = open_source(cfg)
     log.info("reading up to %d records from %s", cfg.max_raw, source.describe())
     raw = list(tqdm(iter_smiles(cfg), total=cfg.max_raw, desc="read", unit="rec", mininterval=1.0))
+    records_read = len(raw)
+    if cfg.fragments == "brics":
+        from seqtune.fragments import fragment_all
+
+        # Exact-string duplicates go here (cheap); InChIKey dedupe after standardising.
+        raw = list(dict.fromkeys(fragment_all(raw, cfg.min_heavy_atoms, cfg.max_heavy_atoms, workers=cfg.workers)))
+        log.info("brics: %d records -> %d distinct fragments of %d-%d heavy atoms",
+                 records_read, len(raw), cfg.min_heavy_atoms, cfg.max_heavy_atoms)
     df, dropped = build_table(raw, cfg)
     if df.empty:
         raise ValueError(
-            f"no usable molecules from {source.describe()}: read {len(raw)} records, dropped "
+            f"no usable molecules from {source.describe()}: read {records_read} records, dropped "
             f"{dict(dropped) or 'none'}. Check molecules.source / path / smiles_column and the heavy-atom range."
         )
     counts = df["split"].value_counts()
@@ -152,7 +160,9 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict:
         "source": source.describe(),
         "split_by": cfg.split_by,
         "test_fraction": cfg.test_fraction,
-        "read": len(raw),
+        "read": records_read,
+        "fragments": cfg.fragments,
+        "candidates": len(raw),
         "kept": len(df),
         "dropped": dict(sorted(dropped.items())),
         "train": int(counts.get("train", 0)),

@@ -37,6 +37,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from seqtune import paths
+from seqtune.completion_loss import completion_loss, supports_completion_loss
 from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flatten, load_params
 from seqtune.generation import MODEL_CARD, pick_device
 from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
@@ -57,9 +58,18 @@ class _Trainer(Trainer):
     """Trainer whose length-grouped order depends on (seed, epoch) only, so a resumed run
     replays exactly the batches an uninterrupted one sees."""
 
-    def __init__(self, *a, lengths: list[int], **kw):
+    def __init__(self, *a, lengths: list[int], completion_only_logits: bool = False, **kw):
         super().__init__(*a, **kw)
         self._lengths = lengths
+        # Only where the model is called unwrapped: DDP/FSDP need their own forward to hook
+        # gradient sync, so there the stock (full-logits) loss runs.
+        self._completion_only = (completion_only_logits and self.args.world_size == 1
+                                 and supports_completion_loss(self.model))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._completion_only or return_outputs or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        return completion_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], num_items_in_batch)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy == "group_by_length":
@@ -295,6 +305,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
         model=model, args=args, train_dataset=enc.rows, eval_dataset=val_enc.rows or None,
         data_collator=Collator(tokenizer.pad_token_id), processing_class=tokenizer,
         callbacks=[logger, gen_cb, SaveAfterEpochEval(), *callbacks], lengths=[r["length"] for r in enc.rows],
+        completion_only_logits=cfg.completion_only_logits,
     )
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -58,7 +58,7 @@ class StepClock(TrainerCallback):
 
 def molecules(n: int, seed: int) -> list[str]:
     """`n` distinct random valid SMILES of varied size (RDKit canonical)."""
-    from seqtune.tasks.chem import canonical_smiles
+    from seqtune.chem import canonical_smiles
 
     rng, out = random.Random(seed), {}
     while len(out) < n:

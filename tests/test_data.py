@@ -16,7 +16,7 @@ import pytest
 
 from seqtune import data, molecules, paths
 from seqtune.tasks import get_task
-from seqtune.tasks.chem import canonical_smiles, opsin_to_smiles
+from seqtune.chem import canonical_smiles, opsin_to_smiles
 
 COLUMNS = ["source", "target", "smiles", "inchikey", "heavy_atoms", "prompt", "completion"]
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from seqtune import molecules, paths
-from seqtune.tasks.chem import canonical_smiles
+from seqtune.chem import canonical_smiles
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -16,7 +16,7 @@ import pytest
 from rdkit import Chem
 
 from seqtune.tasks import TASK_NAMES, get_task
-from seqtune.tasks.chem import canonical_smiles, opsin_to_smiles, tanimoto
+from seqtune.chem import canonical_smiles, opsin_to_smiles, tanimoto
 
 # Drug-like and small molecules with stereo, rings, charges' neighbours and heteroatoms.
 MOLS = [

@@ -53,7 +53,7 @@ def standardise(raw: str, min_heavy: int = 1, max_heavy: int = 10**6, want_scaff
     from rdkit.Chem.MolStandardize import rdMolStandardize
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
-    from seqtune.tasks.chem import exclusion_reason, mol_from_smiles
+    from seqtune.chem import exclusion_reason, mol_from_smiles
 
     if not raw or not raw.strip():
         return Standardised(reason="empty_record")

@@ -1,9 +1,10 @@
-"""Task plug-ins: the only part of seqtune that knows chemistry.
+"""Task plug-ins: the only part of seqtune that knows the tasks' chemistry (labels, scores).
 
     python -c "from seqtune.tasks import get_task; print(get_task('smiles2formula'))"
 
 A task turns standardised molecules into (source, target) pairs, scores predictions and may
-offer a rule-based baseline; see `base.Task`. Modules are imported lazily so that reading the
+offer a rule-based baseline; see `base.Task`. General RDKit/OPSIN helpers live below the
+tasks, in `seqtune.chem`. Modules are imported lazily so that reading the
 task list (config validation, the CLI) does not pay for RDKit or OPSIN.
 """
 

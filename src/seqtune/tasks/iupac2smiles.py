@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from seqtune.tasks.base import Labelled, Task
-from seqtune.tasks.chem import canonical_smiles, char_similarity, opsin_canonical, tanimoto
+from seqtune.chem import canonical_smiles, char_similarity, opsin_canonical, tanimoto
 from seqtune.tasks.smiles2iupac import label_verified_names
 
 

@@ -16,7 +16,7 @@ from typing import ClassVar
 from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
 from seqtune.tasks.base import Labelled, Task
-from seqtune.tasks.chem import canonical_smiles, char_similarity, mol_from_smiles, smiles_problem
+from seqtune.chem import canonical_smiles, char_similarity, mol_from_smiles, smiles_problem
 
 _FORMULA = re.compile(r"(?:[A-Z][a-z]?\d*)+(?:[+-]\d*)?")
 _ELEMENT = re.compile(r"([A-Z][a-z]?)(\d*)")

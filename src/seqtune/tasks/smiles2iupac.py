@@ -17,7 +17,7 @@ from concurrent.futures import Executor, Future
 from typing import ClassVar, NamedTuple
 
 from seqtune.tasks.base import Labelled, Task
-from seqtune.tasks.chem import (
+from seqtune.chem import (
     canonical_smiles,
     char_similarity,
     exclusion_reason,

@@ -1,7 +1,10 @@
-"""Chemistry helpers shared by the task plug-ins: RDKit canonical SMILES, fingerprints,
-string similarity and a batched, process-safe OPSIN (name -> structure) call.
+"""The chemistry layer: general RDKit and OPSIN helpers for molecule standardisation
+(`seqtune.molecules`) and the task plug-ins (`seqtune.tasks`): parsing, canonical
+SMILES, exclusion reasons, SMILES validation, fingerprints (Tanimoto), string similarity and a
+batched, process-safe OPSIN (name -> structure) call. A leaf: it imports RDKit (and py2opsin),
+nothing from seqtune.
 
-    python -c "from seqtune.tasks.chem import opsin_to_smiles; print(opsin_to_smiles(['ethanol']))"
+    python -c "from seqtune.chem import opsin_to_smiles; print(opsin_to_smiles(['ethanol']))"
 
 OPSIN is a Java program: every call starts a JVM (~1 s), so callers pass whole batches
 (one call per chunk) rather than single names.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from seqtune.evaluate import RULE, ZERO_SHOT
-from seqtune.runs import present
+from seqtune.run_records import present
 from seqtune.tasks import get_task
 
 NOISE_SE = 2.0

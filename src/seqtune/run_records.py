@@ -15,17 +15,22 @@ A record of a run the store also holds is superseded by the store's copy.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from seqtune.io import write_text
-from seqtune.runs import present
 
 RECORD_COLUMN = "record"
 """Column of `collect_runs()` rows read from a record: the record's path (absent or NaN for
 rows from the MLflow store)."""
 _KEEP = ("params.", "metrics.", "tags.")
 _SKIP_TAGS = ("tags.mlflow.",)  # MLflow's own bookkeeping (source, user, model history)
+
+
+def present(value: Any) -> bool:
+    """Whether a cell of `collect_runs()` holds a value (pandas marks an absent one NaN)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def record_path(folder: Path | str, run_id: str, task: str) -> Path:

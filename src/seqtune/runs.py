@@ -12,11 +12,10 @@ keys (worker counts, logging and checkpoint intervals) never decide a match.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 from seqtune.config import DEFAULT_PARAMS, Params, flatten, load_params
+from seqtune.run_records import merge_runs, present, records_frame
 from seqtune.tasks import get_task
 
 RESUMED_TAG = "seqtune.resumed_from_step"
@@ -41,7 +40,6 @@ def collect_runs(params: Path | str | Params = DEFAULT_PARAMS, records: Path | s
     """Every training run of the experiment, newest first, with its params, tags and
     metrics (a pandas DataFrame in `mlflow.search_runs` form); with `records`, also the runs
     recorded there (`seqtune.run_records`) that the store lacks."""
-    from seqtune.run_records import merge_runs, records_frame
     from seqtune.tracking import setup_mlflow
 
     p = params if isinstance(params, Params) else load_params(params)
@@ -52,11 +50,6 @@ def collect_runs(params: Path | str | Params = DEFAULT_PARAMS, records: Path | s
         order_by=["start_time DESC"],
     )
     return merge_runs(store, records_frame(records)) if records is not None else store
-
-
-def present(value: Any) -> bool:
-    """Whether a cell of `collect_runs()` holds a value (pandas marks an absent one NaN)."""
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def match_run(runs, sig: dict[str, str], task: str):

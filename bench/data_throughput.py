@@ -17,9 +17,9 @@ import os
 import time
 
 from seqtune.config import DataConfig, MoleculesConfig
-from seqtune.data import collect
-from seqtune.molecule_sources import iter_smiles
-from seqtune.molecules import build_table
+from seqtune.pipeline.data import collect
+from seqtune.pipeline.molecule_sources import iter_smiles
+from seqtune.pipeline.molecules import build_table
 from seqtune.tasks import get_task
 
 

@@ -61,7 +61,7 @@ def _cli(*args: str, env: dict[str, str]) -> None:
 
 def _have_champions(params: Path, env: dict[str, str]) -> bool:
     code = (
-        "import sys; from seqtune import registry; from seqtune.config import load_params;"
+        "import sys; from seqtune.pipeline import registry; from seqtune.config import load_params;"
         f"p = load_params({str(params)!r}); sys.exit(0 if all(registry.champion(t, params={str(params)!r}) for t in p.tasks) else 1)"
     )
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True).returncode == 0
@@ -74,9 +74,9 @@ def _temp_store(work: Path, params: Path, env: dict[str, str], base: str) -> dic
     code = f"""
 import json, shutil
 from pathlib import Path
-from seqtune.models import build_tiny, resolve
-from seqtune.registry import register_model
 from seqtune.config import load_params
+from seqtune.pipeline.models import build_tiny, resolve
+from seqtune.pipeline.registry import register_model
 from seqtune.tasks import get_task
 work = Path({str(work)!r}); name = {base!r}
 folder = work / "base"

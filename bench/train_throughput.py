@@ -5,7 +5,7 @@
 
 Both sides fine-tune the same base model on the same prompt/completion pairs (smiles2formula
 in the instruction format) with the same batch size and number of examples, one after the
-other in one process. seqtune runs its real stage (`seqtune.train.main`, with per-epoch
+other in one process. seqtune runs its real stage (`seqtune.pipeline.train.main`, with per-epoch
 evaluation off); TRL runs `SFTTrainer` with its defaults (only what CPU needs is set:
 `use_cpu`). Throughput = non-padding tokens trained / wall time of `train()`.
 Prints the 1/5/15-minute load averages: other work on the cores skews the figures.
@@ -69,7 +69,7 @@ def molecules(n: int, seed: int) -> list[str]:
 
 
 def examples(n: int, fmt: str, seed: int) -> pd.DataFrame:
-    from seqtune.formats import render_completion, render_prompt
+    from seqtune.pipeline.formats import render_completion, render_prompt
     from seqtune.tasks import get_task
 
     t = get_task(TASK)
@@ -81,8 +81,8 @@ def examples(n: int, fmt: str, seed: int) -> pd.DataFrame:
 
 def base_model(name: str, cache: Path) -> Path:
     """A resolved base model folder: the project's data/base_model when it is `name`."""
-    from seqtune.models import BASE_MODEL_CARD, resolve
     from seqtune.io import write_json
+    from seqtune.pipeline.models import BASE_MODEL_CARD, resolve
 
     project = REPO / "data" / "base_model"
     if (project / BASE_MODEL_CARD).exists() and json.loads((project / BASE_MODEL_CARD).read_text())["name"] == name:
@@ -95,8 +95,9 @@ def base_model(name: str, cache: Path) -> Path:
 
 
 def run_seqtune(work: Path, base: Path, df: pd.DataFrame, batch_size: int) -> StepClock:
-    from seqtune import paths, train
+    from seqtune import paths
     from seqtune.io import rows_sha256
+    from seqtune.pipeline import train
 
     proj = work / "seqtune"
     (proj / "data").mkdir(parents=True)
@@ -125,7 +126,7 @@ def run_trl(work: Path, base: Path, df: pd.DataFrame, batch_size: int) -> StepCl
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from seqtune.generation import pick_device
+    from seqtune.pipeline.generation import pick_device
 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -155,7 +156,7 @@ def main() -> None:
 
     from seqtune.config import load_section
     from seqtune.log import setup_logging
-    from seqtune.sft_data import encode_batch
+    from seqtune.pipeline.sft_data import encode_batch
 
     os.environ.setdefault("SEQTUNE_LOG", "WARNING")
     setup_logging()

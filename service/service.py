@@ -36,9 +36,9 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from seqtune.bento import HF_SUBDIR
 from seqtune.config import load_params
-from seqtune.predict import input_field, predict_items
+from seqtune.serving.bento import HF_SUBDIR
+from seqtune.serving.predict import input_field, predict_items
 
 # BentoML routes its own logger to the server output; a child of it logs there too.
 log = logging.getLogger("bentoml.seqtune")
@@ -158,7 +158,7 @@ class Seqtune:
     def __init__(self) -> None:
         from bentoml.exceptions import NotFound
 
-        from seqtune.generation import Generator
+        from seqtune.pipeline.generation import Generator
 
         self.generators: dict[str, Generator] = {}
         self.info: dict[str, dict[str, Any]] = {}

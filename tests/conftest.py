@@ -58,7 +58,7 @@ def _isolated_stores(tmp_path, tmp_path_factory, monkeypatch, empty_mlflow_db):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama with a character tokenizer (built once per session)."""
-    from seqtune.models import build_tiny
+    from seqtune.pipeline.models import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny") / "base")
 

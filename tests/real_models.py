@@ -35,7 +35,7 @@ def downloads_dir(base: Path, wheel_glob: str) -> Path:
 def converted(tmp_path_factory, name: str, wheel_glob: str) -> Path:
     """data/base_model-style folder for packaged model `name`, built once per session."""
     from seqtune.io import write_json
-    from seqtune.models import BASE_MODEL_CARD, resolve
+    from seqtune.pipeline.models import BASE_MODEL_CARD, resolve
 
     base = tmp_path_factory.getbasetemp() / "real-models"
     out = base / name

@@ -76,7 +76,7 @@ def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | No
     `empty_mlflow_db`: a migrated empty store to copy (saves the schema migrations)."""
     import bentoml
 
-    from seqtune.registry import register_model
+    from seqtune.pipeline.registry import register_model
     from seqtune.tasks import TASK_NAMES, get_task
 
     uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqtune.completion_loss import completion_loss, supports_completion_loss
-from seqtune.sft_data import Collator, encode_batch
+from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
+from seqtune.pipeline.sft_data import Collator, encode_batch
 
 
 def _batch(tokenizer):

@@ -14,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from seqtune import data, molecules, paths
-from seqtune.tasks import get_task
+from seqtune import paths
 from seqtune.chem import canonical_smiles, opsin_to_smiles
+from seqtune.pipeline import data, molecules
+from seqtune.tasks import get_task
 
 COLUMNS = ["source", "target", "smiles", "inchikey", "heavy_atoms", "prompt", "completion"]
 
@@ -100,7 +101,7 @@ def test_iupac2smiles_reverses_the_verified_pairs_and_reuses_their_labels(workdi
 
 
 def test_smiles2formula_and_fewer_than_asked(workdir, params_file, caplog):
-    with caplog.at_level(logging.WARNING, logger="seqtune.data"):
+    with caplog.at_level(logging.WARNING, logger="seqtune.pipeline.data"):
         train, test, stats = build("smiles2formula", params_file, n_train=10, n_test=100_000)
     assert len(train) == 10 and 0 < len(test) < 100_000 and stats["test"] == len(test)
     assert f"only {len(test)} test examples available (asked for 100000)" in caplog.text

@@ -15,8 +15,8 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
-from seqtune import evaluate
-from seqtune.evaluate import bucket_label, by_size, mean_metrics
+from seqtune.pipeline import evaluate
+from seqtune.pipeline.evaluate import bucket_label, by_size, mean_metrics
 from seqtune.tasks import get_task
 
 
@@ -139,7 +139,7 @@ def workspace(tmp_path, monkeypatch, tiny_model_dir, lively_model_dir, params_fi
 def test_evaluate_stage_end_to_end(workspace, tmp_path):
     import mlflow
 
-    from seqtune.generation import Generator
+    from seqtune.pipeline.generation import Generator
 
     params, model, run_id, rows = workspace("smiles2formula")
     metrics = evaluate.main("smiles2formula", params=params)

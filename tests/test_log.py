@@ -11,7 +11,7 @@ from tests.logging_state import restored_logging
 def test_log_lines_go_to_stderr_not_stdout(capsys):
     with restored_logging():
         setup_logging()
-        logging.getLogger("seqtune.predict").info("loading the champion")
+        logging.getLogger("seqtune.serving.predict").info("loading the champion")
         out, err = capsys.readouterr()
     assert "loading the champion" in err
     assert out == ""

@@ -8,7 +8,8 @@ import zipfile
 import pytest
 import torch
 
-from seqtune import models, paths
+from seqtune import paths
+from seqtune.pipeline import models
 from tests.real_models import converted
 
 

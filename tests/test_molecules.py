@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from seqtune import molecules, paths
+from seqtune import paths
 from seqtune.chem import canonical_smiles
+from seqtune.pipeline import molecules
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -12,7 +12,7 @@ import subprocess
 
 from tests.conftest import REPO
 
-from seqtune.sweeps import plan
+from seqtune.experiments.sweeps import plan
 
 
 def _overrides(cmd: list[str]) -> dict[str, str]:

@@ -13,8 +13,8 @@ import shutil
 
 import pytest
 
-from seqtune import registry
-from seqtune.registry import RegisterResult, register_model
+from seqtune.pipeline import registry
+from seqtune.pipeline.registry import RegisterResult, register_model
 
 TASK = "smiles2formula"
 NAME = f"seqtune-{TASK}"
@@ -161,7 +161,7 @@ def test_champion_pyfunc_predicts_like_the_generator(params, make_model):
     import mlflow
     import pandas as pd
 
-    from seqtune.generation import Generator
+    from seqtune.pipeline.generation import Generator
 
     folder = make_model(0)
     register_model(TASK, folder, metrics(0.1), params=params)

@@ -11,10 +11,10 @@ import re
 import pytest
 import yaml
 
-from seqtune.cost import model_params
-from seqtune.evidence import RunEvidence, bound_se, change, paired, size_bins
-from seqtune.verdicts import EpochCurve, epoch_verdict, plateau_epoch, spread_verdict, train_seconds, trend_verdict
-from seqtune.runs import RESUMED_TAG
+from seqtune.experiments.cost import model_params
+from seqtune.experiments.evidence import RunEvidence, bound_se, change, paired, size_bins
+from seqtune.experiments.runs import RESUMED_TAG
+from seqtune.experiments.verdicts import EpochCurve, epoch_verdict, plateau_epoch, spread_verdict, train_seconds, trend_verdict
 
 TASK = "smiles2formula"
 
@@ -177,7 +177,8 @@ SWEEPS = {
 
 def _run_pipeline(params) -> str:
     """molecules -> data -> train -> evaluate for params; returns the training run id."""
-    from seqtune import data, evaluate, paths, train
+    from seqtune import paths
+    from seqtune.pipeline import data, evaluate, train
 
     data.main(TASK, params=params)
     train.main(TASK, params=params)
@@ -187,7 +188,7 @@ def _run_pipeline(params) -> str:
 
 @pytest.fixture
 def project(tmp_path, monkeypatch, params_file):
-    from seqtune import models, molecules
+    from seqtune.pipeline import models, molecules
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -200,7 +201,7 @@ def project(tmp_path, monkeypatch, params_file):
 
 def _write(path, overrides):
     """A copy of params file `path` with dotted-key overrides, beside it."""
-    from seqtune.sweeps import apply_overrides
+    from seqtune.experiments.sweeps import apply_overrides
 
     out = path.with_name("params-" + "-".join(f"{k}={v}" for k, v in overrides.items()) + ".yaml")
     out.write_text(yaml.safe_dump(apply_overrides(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
@@ -210,10 +211,10 @@ def _write(path, overrides):
 def test_report_from_real_runs(project, monkeypatch, empty_mlflow_db):
     import shutil
 
-    from seqtune import report
-    from seqtune.cost import cost_section
-    from seqtune.runs import collect_runs
-    from seqtune.sweeps import plan
+    from seqtune.experiments import report
+    from seqtune.experiments.cost import cost_section
+    from seqtune.experiments.runs import collect_runs
+    from seqtune.experiments.sweeps import plan
 
     root, params = project
     big = _run_pipeline(params)                                # n_train 32: also the reference point

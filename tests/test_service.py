@@ -36,7 +36,7 @@ def _post(url: str, route: str, body, **kw) -> requests.Response:
 
 
 def _expected(folder: Path, inputs: list[str]) -> list[str]:
-    from seqtune.generation import Generator
+    from seqtune.pipeline.generation import Generator
 
     return [p.output for p in Generator.load(folder).predict(inputs)]
 
@@ -52,8 +52,8 @@ def stack(tmp_path_factory, tiny_model_dir, empty_mlflow_db):
 
 
 def test_predict_items_isolates_bad_items(tmp_path, tiny_model_dir):
-    from seqtune.generation import Generator
-    from seqtune.predict import predict_items
+    from seqtune.pipeline.generation import Generator
+    from seqtune.serving.predict import predict_items
 
     gen = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "m", "smiles2formula"))
     items = ["CCO", "xx((", "", "c1ccccc1", "C" * 20]
@@ -70,8 +70,8 @@ def test_predict_items_isolates_bad_items(tmp_path, tiny_model_dir):
 
 
 def test_predict_items_verified_decoding_and_generation_failures(tmp_path, tiny_model_dir, monkeypatch):
-    from seqtune.generation import Generator
-    from seqtune.predict import predict_items
+    from seqtune.pipeline.generation import Generator
+    from seqtune.serving.predict import predict_items
 
     gen = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "m", "smiles2formula"), max_new_tokens=16)
     res = predict_items(gen, ["CCO"], decoding="verified")
@@ -93,14 +93,14 @@ def test_predict_items_verified_decoding_and_generation_failures(tmp_path, tiny_
 
 
 def test_import_without_champion_says_what_to_do():
-    from seqtune.bento import import_champions
+    from seqtune.serving.bento import import_champions
 
     with pytest.raises(RuntimeError, match="dvc repro"):
         import_champions(params=PARAMS)
 
 
 def test_predict_without_champion_says_what_to_do():
-    from seqtune.predict import main
+    from seqtune.serving.predict import main
 
     with pytest.raises(RuntimeError, match="dvc repro"):
         main("smiles2formula", ["CCO"], params=PARAMS)
@@ -239,7 +239,7 @@ def test_health_ready_metadata(stack):
 @pytest.mark.slow
 @SERVER_TIMEOUT
 def test_predict_cli_remote_and_local(stack, monkeypatch, capsys):
-    from seqtune.predict import main
+    from seqtune.serving.predict import main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.tracking_uri)
     inputs = ["CCO", "nope(", "c1ccccc1"]
@@ -275,7 +275,7 @@ def test_built_bento_carries_its_models_and_serves(stack, tmp_path, monkeypatch,
     reqs = (bento / "env/python/requirements.txt").read_text()
     assert "torch==2.13.0" in reqs.splitlines()  # the tested pin, never re-resolved
     assert not (bento / "env/python/requirements.lock.txt").exists()  # lock_packages: false
-    for f in ("params.yaml", "service/service.py", "seqtune/generation.py"):
+    for f in ("params.yaml", "service/service.py", "seqtune/pipeline/generation.py"):
         assert (bento / "src" / f).exists(), f
 
     # The exported bento carries every champion.
@@ -289,7 +289,7 @@ def test_built_bento_carries_its_models_and_serves(stack, tmp_path, monkeypatch,
         assert any(n.startswith(f"models/seqtune-{task}/") and n.endswith("hf/model.safetensors") for n in names), task
 
     # A better smiles2formula model becomes champion v2; importing it adds a newer BentoML model.
-    from seqtune.registry import register_model
+    from seqtune.pipeline.registry import register_model
 
     v2 = tiny_champion(tiny_model_dir, tmp_path / "v2", "smiles2formula", seed=2)
     assert register_model("smiles2formula", v2, {"exact_match": 0.5}, params=PARAMS).promoted

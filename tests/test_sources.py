@@ -15,7 +15,7 @@ from rdkit import Chem
 
 from seqtune import paths
 from seqtune.config import MoleculesConfig
-from seqtune.molecule_sources import MOSES_DIST, SOURCES, iter_smiles, open_source, read_file, read_smi
+from seqtune.pipeline.molecule_sources import MOSES_DIST, SOURCES, iter_smiles, open_source, read_file, read_smi
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOCAL_WHEELS = Path("/tmp/wheels")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from seqtune.config import ConfigError
-from seqtune.sweeps import apply_overrides, load_sweeps, parse_queue_status, plan
+from seqtune.experiments.sweeps import apply_overrides, load_sweeps, parse_queue_status, plan
 from tests.conftest import REPO
 
 
@@ -87,7 +87,7 @@ Worker status: 1 active, 0 idle
 
 
 def test_queue_skips_a_configuration_waiting_under_another_points_name(monkeypatch, caplog):
-    from seqtune import sweeps
+    from seqtune.experiments import sweeps
 
     ref = next(e for e in plan(["format", "data_size"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
                if "data_size[2]" in e.points)
@@ -96,7 +96,7 @@ def test_queue_skips_a_configuration_waiting_under_another_points_name(monkeypat
     monkeypatch.setattr(sweeps, "pending_experiments", lambda: {running: "Running"})
     calls = []
     monkeypatch.setattr(sweeps.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
-    with caplog.at_level("INFO", logger="seqtune.sweeps"):
+    with caplog.at_level("INFO", logger="seqtune.experiments.sweeps"):
         sweeps.queue(["data_size"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
     assert f"already in the DVC queue as {running} (Running)" in caplog.text
     queued = [cmd[cmd.index("-n") + 1] for cmd in calls]
@@ -116,7 +116,7 @@ COST_PARAMS = {
 
 
 def test_spread_sample_covers_all_records_in_one_pass():
-    from seqtune.sample_tokens import spread
+    from seqtune.experiments.sample_tokens import spread
 
     kept, total = spread(iter(range(10_000)), 100)  # an iterator: one pass, length unknown
     assert total == 10_000 and len(kept) == 100 and kept == sorted(set(kept))
@@ -130,12 +130,13 @@ def test_sampled_tokens_per_example_are_what_the_stages_make(tmp_path, monkeypat
     them, when the sample holds every record the molecules stage reads."""
     import pandas as pd
 
-    from seqtune import data, molecules, paths
+    from seqtune import paths
     from seqtune.config import load_params
-    from seqtune.formats import _INSTRUCTION_TEMPLATE
-    from seqtune.models import build_tiny_tokenizer
-    from seqtune.sample_tokens import Sampler
-    from seqtune.sft_data import encode_examples
+    from seqtune.experiments.sample_tokens import Sampler
+    from seqtune.pipeline import data, molecules
+    from seqtune.pipeline.formats import _INSTRUCTION_TEMPLATE
+    from seqtune.pipeline.models import build_tiny_tokenizer
+    from seqtune.pipeline.sft_data import encode_examples
     from seqtune.tasks import get_task
 
     monkeypatch.chdir(tmp_path)
@@ -178,9 +179,9 @@ def _cost_sweeps(path, tokenizer_dir):
 
 
 def test_cost_counts_each_point_on_its_own_sample(tmp_path, monkeypatch, params_file):
-    from seqtune.cost import estimate, notes, table
-    from seqtune.models import build_tiny_tokenizer
-    from seqtune.sample_tokens import Sampler
+    from seqtune.experiments.cost import estimate, notes, table
+    from seqtune.experiments.sample_tokens import Sampler
+    from seqtune.pipeline.models import build_tiny_tokenizer
 
     monkeypatch.chdir(tmp_path)
     tok = build_tiny_tokenizer()

@@ -15,8 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 from rdkit import Chem
 
-from seqtune.tasks import TASK_NAMES, get_task
 from seqtune.chem import canonical_smiles, opsin_to_smiles, tanimoto
+from seqtune.tasks import TASK_NAMES, get_task
 
 # Drug-like and small molecules with stereo, rings, charges' neighbours and heteroatoms.
 MOLS = [

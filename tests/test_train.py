@@ -14,12 +14,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from seqtune import models, paths, train
+from seqtune import paths
 from seqtune.config import ConfigError, parse_params
-from seqtune.formats import render_completion, render_prompt
+from seqtune.experiments.runs import RESUMED_TAG
 from seqtune.io import rows_sha256
-from seqtune.runs import RESUMED_TAG
-from seqtune.sft_data import IGNORE_INDEX, Collator, EpochLengthGroupedSampler, encode, encode_examples, padding_ratio
+from seqtune.pipeline import models, train
+from seqtune.pipeline.formats import render_completion, render_prompt
+from seqtune.pipeline.sft_data import IGNORE_INDEX, Collator, EpochLengthGroupedSampler, encode, encode_examples, padding_ratio
 from seqtune.tasks import get_task
 from tests.real_models import converted
 
@@ -177,7 +178,7 @@ def test_loss_falls_and_the_model_folder_follows_the_contract(project):
     assert epochs[-1]["eval_loss"] < epochs[0]["eval_loss"] and epochs[-1]["loss"] < epochs[0]["loss"]
     assert (folder / "run_id").read_text() == summary["run_id"]
     # The artifact is what evaluation loads: it generates through the shared Generator.
-    from seqtune.generation import Generator
+    from seqtune.pipeline.generation import Generator
 
     preds = Generator.load(folder, device="cpu", max_new_tokens=12).predict(["CCO", "CCN"])
     assert len(preds) == 2 and all(isinstance(p.output, str) for p in preds)
@@ -283,7 +284,7 @@ def test_launchable_with_accelerate(project):
     params = project(epochs=1)
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--num_processes", "1", "--num_machines", "1", "--cpu",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seqtune.train", TASK, "--params", str(params)]
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seqtune.pipeline.train", TASK, "--params", str(params)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((paths.model_dir(TASK) / "training_summary.json").read_text())

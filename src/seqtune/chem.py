@@ -1,5 +1,5 @@
 """The chemistry layer: general RDKit and OPSIN helpers for molecule standardisation
-(`seqtune.molecules`) and the task plug-ins (`seqtune.tasks`): parsing, canonical
+(`seqtune.pipeline.molecules`) and the task plug-ins (`seqtune.tasks`): parsing, canonical
 SMILES, exclusion reasons, SMILES validation, fingerprints (Tanimoto), string similarity and a
 batched, process-safe OPSIN (name -> structure) call. A leaf: it imports RDKit (and py2opsin),
 nothing from seqtune.

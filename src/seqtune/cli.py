@@ -70,7 +70,7 @@ def config(params: Path = ParamsOpt):
 @app.command()
 def molecules(params: Path = ParamsOpt):
     """Stage `molecules`: read, standardise, dedupe and split the molecule source."""
-    from seqtune import molecules as stage
+    from seqtune.pipeline import molecules as stage
 
     _run(stage.main, params=params)
 
@@ -78,7 +78,7 @@ def molecules(params: Path = ParamsOpt):
 @app.command("base-model")
 def base_model(params: Path = ParamsOpt):
     """Stage `base_model`: resolve the base model into data/base_model (safetensors)."""
-    from seqtune import models as stage
+    from seqtune.pipeline import models as stage
 
     _run(stage.main, params=params)
 
@@ -86,7 +86,7 @@ def base_model(params: Path = ParamsOpt):
 @app.command()
 def data(task: str = typer.Argument(..., help="Task name, e.g. smiles2iupac."), params: Path = ParamsOpt):
     """Stage `data@TASK`: label molecules and write the instruction datasets."""
-    from seqtune import data as stage
+    from seqtune.pipeline import data as stage
 
     _run(stage.main, task, params=params)
 
@@ -94,7 +94,7 @@ def data(task: str = typer.Argument(..., help="Task name, e.g. smiles2iupac."), 
 @app.command()
 def train(task: str = typer.Argument(...), params: Path = ParamsOpt):
     """Stage `train@TASK`: fine-tune the base model (resumes from the last checkpoint)."""
-    from seqtune import train as stage
+    from seqtune.pipeline import train as stage
 
     _run(stage.main, task, params=params)
 
@@ -102,7 +102,7 @@ def train(task: str = typer.Argument(...), params: Path = ParamsOpt):
 @app.command()
 def evaluate(task: str = typer.Argument(...), params: Path = ParamsOpt):
     """Stage `evaluate@TASK`: generate on the test set, score, compare with baselines."""
-    from seqtune import evaluate as stage
+    from seqtune.pipeline import evaluate as stage
 
     _run(stage.main, task, params=params)
 
@@ -110,7 +110,7 @@ def evaluate(task: str = typer.Argument(...), params: Path = ParamsOpt):
 @app.command()
 def register(params: Path = ParamsOpt):
     """Stage `register`: log each evaluated model to MLflow and move `champion` if it is better."""
-    from seqtune import registry as stage
+    from seqtune.pipeline import registry as stage
 
     _run(stage.main, params=params)
 
@@ -118,7 +118,7 @@ def register(params: Path = ParamsOpt):
 @registry_app.command("list")
 def registry_list(params: Path = ParamsOpt):
     """Every task's registered versions, metrics and aliases."""
-    from seqtune import registry
+    from seqtune.pipeline import registry
 
     _run(registry.cli_list, params=params)
 
@@ -126,7 +126,7 @@ def registry_list(params: Path = ParamsOpt):
 @registry_app.command("show")
 def registry_show(task: str, params: Path = ParamsOpt):
     """One task's versions, tags and alias history."""
-    from seqtune import registry
+    from seqtune.pipeline import registry
 
     _run(registry.cli_show, task, params=params)
 
@@ -139,7 +139,7 @@ def registry_promote(
     params: Path = ParamsOpt,
 ):
     """Move the champion alias to VERSION."""
-    from seqtune import registry
+    from seqtune.pipeline import registry
 
     _run(registry.cli_promote, task, version, force=force, params=params)
 
@@ -147,7 +147,7 @@ def registry_promote(
 @registry_app.command("rollback")
 def registry_rollback(task: str, params: Path = ParamsOpt):
     """Move the champion alias back to the version that held it before."""
-    from seqtune import registry
+    from seqtune.pipeline import registry
 
     _run(registry.cli_rollback, task, params=params)
 
@@ -155,7 +155,7 @@ def registry_rollback(task: str, params: Path = ParamsOpt):
 @bento_app.command("import")
 def bento_import(params: Path = ParamsOpt):
     """Import every task's champion from MLflow into the BentoML model store."""
-    from seqtune import bento
+    from seqtune.serving import bento
 
     _run(bento.import_champions, params=params)
 
@@ -168,7 +168,7 @@ def predict(
     params: Path = ParamsOpt,
 ):
     """Predict with a running service or with the task's champion loaded directly."""
-    from seqtune import predict as mod
+    from seqtune.serving import predict as mod
 
     _run(mod.main, task, inputs, url=url, params=params)
 
@@ -181,7 +181,7 @@ RecordsOpt = typer.Option(Path("reports/runs"), "--records", help="Run records (
 @sweep_app.command("list")
 def sweep_list(sweeps: Path = SweepsOpt, params: Path = ParamsOpt):
     """Validate sweeps.yaml; print each sweep's points and the experiments that run them."""
-    from seqtune import sweeps as mod
+    from seqtune.experiments import sweeps as mod
 
     sf = _run(mod.load_sweeps, sweeps, params)
     for name, sweep in sf.sweeps.items():
@@ -203,7 +203,7 @@ def sweep_queue(names: list[str] = typer.Argument(..., help="Sweep names, or `al
 
     A configuration shared by several points is queued once; one that already has a matching
     run (in the MLflow store or the run records) is skipped."""
-    from seqtune import sweeps as mod
+    from seqtune.experiments import sweeps as mod
 
     if names == ["all"]:
         names = list(_run(mod.load_sweeps, sweeps, params).sweeps)
@@ -219,9 +219,9 @@ def sweep_cost(names: list[str] = typer.Argument(..., help="Sweep names, or `all
                records: Path = RecordsOpt):
     """Estimate the training cost of sweeps NAMES: tokens per example counted on a sample of
     each point's data, time from throughput measured in tracked runs (store and records)."""
-    from seqtune import cost as mod
-    from seqtune.runs import collect_runs
-    from seqtune.sweeps import load_sweeps
+    from seqtune.experiments import cost as mod
+    from seqtune.experiments.runs import collect_runs
+    from seqtune.experiments.sweeps import load_sweeps
 
     if names == ["all"]:
         names = list(_run(load_sweeps, sweeps, params).sweeps)
@@ -238,7 +238,7 @@ def report(sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
            records: Path = RecordsOpt):
     """Write reports/findings.md and its PNG plots from the tracked runs (the MLflow store and
     the run records), and record every run it used."""
-    from seqtune import report as mod
+    from seqtune.experiments import report as mod
 
     md = _run(mod.main, params=params, sweeps_path=sweeps, out=out, paper_sweeps=paper, records=records)
     typer.echo(f"wrote {md}")

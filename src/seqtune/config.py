@@ -48,7 +48,7 @@ class MoleculesConfig(Section):
     split_by: Literal["inchikey", "scaffold"] = "inchikey"
     fragments: Literal["none", "brics"] = "none"
     """`brics`: replace each record by its BRICS fragments (capped with H) in the size range:
-    many more small molecules from a corpus of large ones (seqtune.fragments)."""
+    many more small molecules from a corpus of large ones (seqtune.pipeline.fragments)."""
     workers: int = Field(2, ge=1)
 
     @model_validator(mode="after")
@@ -99,7 +99,7 @@ class TrainConfig(Section):
     group_by_length: bool = True
     completion_only_logits: bool = True
     """Run the LM head only on positions that predict a completion token (same loss, less
-    compute: seqtune.completion_loss). Off = the stock full-logits loss."""
+    compute: seqtune.pipeline.completion_loss). Off = the stock full-logits loss."""
     logging_steps: int = Field(5, gt=0)
     save_steps: int = Field(50, gt=0)
     val_size: int = Field(64, ge=0)

@@ -3,7 +3,7 @@
     python -m pytest tests/test_tasks.py
 
 Sources and targets are plain strings. Molecules reach `label()` already standardised
-(canonical isomeric SMILES from `seqtune.molecules`); a task may still refuse some (for
+(canonical isomeric SMILES from `seqtune.pipeline.molecules`); a task may still refuse some (for
 example metals for IUPAC naming) by returning a `Labelled` with a `reason`.
 """
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from seqtune.tasks.base import Labelled, Task
 from seqtune.chem import canonical_smiles, char_similarity, opsin_canonical, tanimoto
+from seqtune.tasks.base import Labelled, Task
 from seqtune.tasks.smiles2iupac import label_verified_names
 
 

@@ -15,8 +15,8 @@ from typing import ClassVar
 
 from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
-from seqtune.tasks.base import Labelled, Task
 from seqtune.chem import canonical_smiles, char_similarity, mol_from_smiles, smiles_problem
+from seqtune.tasks.base import Labelled, Task
 
 _FORMULA = re.compile(r"(?:[A-Z][a-z]?\d*)+(?:[+-]\d*)?")
 _ELEMENT = re.compile(r"([A-Z][a-z]?)(\d*)")

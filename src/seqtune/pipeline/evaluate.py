@@ -113,7 +113,7 @@ def _base_generator(task: str, fmt: str, cfg: EvaluateConfig):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from seqtune.generation import Generator, pick_device
+    from seqtune.pipeline.generation import Generator, pick_device
 
     _require_base_model()
     device = pick_device()
@@ -191,7 +191,7 @@ def _png_by_size(path: Path, rows: list[dict], primary: str, series: Sequence[st
 def _load_inputs(task: str, n_eval: int) -> tuple[Path, dict, list[dict], dict]:
     import pandas as pd
 
-    from seqtune.generation import read_model_card
+    from seqtune.pipeline.generation import read_model_card
 
     model_dir = paths.model_dir(task)
     if not model_dir.exists():
@@ -214,8 +214,8 @@ def _load_inputs(task: str, n_eval: int) -> tuple[Path, dict, list[dict], dict]:
 
 def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Run the stage; returns the metrics written to metrics/<task>.json."""
-    from seqtune.generation import Generator
-    from seqtune.registry_store import flat_metrics, start_model_run
+    from seqtune.pipeline.generation import Generator
+    from seqtune.pipeline.registry_store import flat_metrics, start_model_run
     from seqtune.tracking import setup_mlflow
 
     p = load_params(params)

@@ -8,7 +8,7 @@ head is most of the model's FLOPs) and builds a (batch, length, vocab) logits te
 the positions that predict a label contribute to the loss, so this computes the decoder's
 hidden states, gathers the positions whose *next* token is labelled, and runs the head and
 cross-entropy on those rows alone: the same loss (tested to 1e-5 against the full
-computation), less compute and memory. Used by `seqtune.train` when
+computation), less compute and memory. Used by `seqtune.pipeline.train` when
 `train.completion_only_logits` is on.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqtune.sft_data import IGNORE_INDEX
+from seqtune.pipeline.sft_data import IGNORE_INDEX
 
 
 def _core(model):

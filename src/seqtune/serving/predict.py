@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from seqtune.config import DEFAULT_PARAMS, load_params
 
 if TYPE_CHECKING:
-    from seqtune.generation import Generator
+    from seqtune.pipeline.generation import Generator
     from seqtune.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def _remote(task: str, inputs: list[str], url: str, timeout: float) -> list[dict
 
 
 def _local(task: str, inputs: list[str], params: Path | str) -> list[dict[str, Any]]:
-    from seqtune import registry
+    from seqtune.pipeline import registry
 
     uri = registry.champion_uri(task, params=params)  # RuntimeError with a hint when none
     mv = registry.champion(task, params=params)

@@ -8,8 +8,8 @@ anything is queued, so a typo fails here rather than an hour into a queue. Point
 `dvc exp run --queue -n <sweep>-<i>-<config hash> -S key=value ...`, which DVC and MLflow
 both track. Sweeps usually share a reference point (the data-size sweep's middle point is
 the format sweep's `plain` point, say): a configuration is queued once, and not at all when
-the MLflow store or a run record already holds a run of it (`seqtune.runs`), so re-queueing
-after adding a point runs only the new one.
+the MLflow store or a run record already holds a run of it (`seqtune.experiments.runs`), so
+re-queueing after adding a point runs only the new one.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def plan(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, para
     """The experiments that run sweeps `names`: points of the same configuration are one
     experiment (sweeps share their reference point), and with `runs` (`collect_runs()`),
     tasks that already have a matching run are left out unless `rerun`."""
-    from seqtune.runs import match_run, signature
+    from seqtune.experiments.runs import match_run, signature
 
     sweeps = load_sweeps(sweeps_path, params)
     unknown = [n for n in names if n not in sweeps.sweeps]
@@ -187,7 +187,7 @@ def queue(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, par
     """Queue the experiments of sweeps `names` (`dvc exp run --queue`), skipping
     configurations already run (in the MLflow store, or in the run records `records`);
     returns the plan (skipped ones have no tasks left)."""
-    from seqtune.runs import collect_runs
+    from seqtune.experiments.runs import collect_runs
 
     experiments = plan(names, sweeps_path=sweeps_path, params=params, runs=collect_runs(params, records), rerun=rerun)
     pending = pending_experiments()

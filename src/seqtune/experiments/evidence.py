@@ -1,6 +1,6 @@
 """The evidence behind a finding: one evaluated run's per-item scores, and honest statistics.
 
-    python -c "from seqtune.evidence import load_evidence; ..."      # used by `seqtune report`
+    python -c "from seqtune.experiments.evidence import load_evidence; ..."      # used by `seqtune report`
 
 Every sweep point is scored on the same test items, so two runs are compared item by item:
 the standard error of a mean *paired* difference is far smaller than that of two separate
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seqtune.evaluate import RULE, ZERO_SHOT
-from seqtune.run_records import present
+from seqtune.experiments.run_records import present
+from seqtune.pipeline.evaluate import RULE, ZERO_SHOT
 from seqtune.tasks import get_task
 
 NOISE_SE = 2.0
@@ -33,7 +33,7 @@ class RunEvidence:
     run_id: str
     task: str
     row: Any
-    """The run's row of `seqtune.runs.collect_runs()` (params.*, tags.*, metrics.*)."""
+    """The run's row of `seqtune.experiments.runs.collect_runs()` (params.*, tags.*, metrics.*)."""
     items: list[dict[str, Any]]
     """Per test item: source, target, heavy_atoms, the model's prediction and scores."""
     baselines: dict[str, list[dict[str, float]]] = field(default_factory=dict)
@@ -69,7 +69,7 @@ class RunEvidence:
 def load_evidence(row, task: str) -> RunEvidence:
     """The run's stored predictions (the `evaluation/<task>.jsonl` artifact, or its run
     record), re-scored baselines included, and its per-epoch validation curve."""
-    from seqtune.run_records import RECORD_COLUMN, load_from_record
+    from seqtune.experiments.run_records import RECORD_COLUMN, load_from_record
 
     record = row.get(RECORD_COLUMN)
     if isinstance(record, str):

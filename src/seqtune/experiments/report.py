@@ -3,10 +3,10 @@
     seqtune report                    # reads MLflow, reports/runs/ and sweeps.yaml, writes reports/
 
 For every sweep in sweeps.yaml and every task it runs, the report takes, per point, the
-newest evaluated training run of exactly that configuration (`seqtune.runs`) from the MLflow
-store or from the run records a report keeps in git (`seqtune.run_records`), reads its
-per-item scores, and states what they show about the sweep's claim (`seqtune.verdicts`): a
-difference counts only beyond two standard errors of the paired difference (the points
+newest evaluated training run of exactly that configuration (`seqtune.experiments.runs`)
+from the MLflow store or from the run records a report keeps in git
+(`seqtune.experiments.run_records`), reads its per-item scores, and states what they show
+about the sweep's claim (`seqtune.experiments.verdicts`): a difference counts only beyond two standard errors of the paired difference (the points
 share their test items), and a contradiction is reported as plainly as a confirmation. Each sweep gets a
 table, a figure per metric (baselines as lines), and a figure by molecule size; each names
 the runs it came from. Re-running regenerates everything from whatever runs exist.
@@ -21,22 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from seqtune.config import DEFAULT_PARAMS, load_params, read_yaml
-from seqtune.evaluate import RULE, ZERO_SHOT
-from seqtune.evidence import RunEvidence, bound_se, change, load_evidence, mean, mean_se, paired, size_bins
+from seqtune.experiments.evidence import RunEvidence, bound_se, change, load_evidence, mean, mean_se, paired, size_bins
+from seqtune.experiments.report_plots import Panel, draw
+from seqtune.experiments.run_records import RECORD_COLUMN, write_record
+from seqtune.experiments.runs import RESUMED_TAG, collect_runs, match_run, signature
+from seqtune.experiments.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params
 from seqtune.io import write_text
-from seqtune.report_plots import Panel, draw
-from seqtune.run_records import RECORD_COLUMN, write_record
-from seqtune.runs import RESUMED_TAG, collect_runs, match_run, signature
-from seqtune.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params
+from seqtune.pipeline.evaluate import RULE, ZERO_SHOT
 from seqtune.tasks import get_task
-from seqtune.verdicts import (EpochCurve, Verdict, epoch_verdict, fmt, fmt_diff, fmt_int, headline_metrics, spread_verdict,
+from seqtune.experiments.verdicts import (EpochCurve, Verdict, epoch_verdict, fmt, fmt_diff, fmt_int, headline_metrics, spread_verdict,
                               train_seconds, trend_verdict)
 
 log = logging.getLogger(__name__)
 
 REPORTS = Path("reports")
 RECORDS = REPORTS / "runs"
-"""Run records (`seqtune.run_records`): the evidence of every run a report used, kept in git."""
+"""Run records (`seqtune.experiments.run_records`): the evidence of every run a report used,
+kept in git."""
 BASELINE_NAMES = {RULE: "rule-based tool", ZERO_SHOT: "zero-shot base model"}
 _NOT_METRICS = {"n", "items_per_s", "seconds", "verified_gain", "verified_rate", "max_new_tokens", "batch_size", "num_beams"}
 
@@ -340,7 +341,7 @@ def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAU
     for s in sections:
         parts += s.lines
     if paper_sweeps and Path(paper_sweeps).is_file():
-        from seqtune.cost import cost_section
+        from seqtune.experiments.cost import cost_section
 
         parts += cost_section(paper_sweeps, params=params, runs=runs)
     md = out / "findings.md"

@@ -47,7 +47,7 @@ def _plain(value: Any) -> Any:
 
 
 def write_record(folder: Path | str, ev) -> Path:
-    """Write `ev` (a `seqtune.evidence.RunEvidence`) as a record; returns its path."""
+    """Write `ev` (a `seqtune.experiments.evidence.RunEvidence`) as a record; returns its path."""
     row = {k: _plain(v) for k, v in dict(ev.row).items()
            if (k in ("run_id", "start_time") or k.startswith(_KEEP)) and not k.startswith(_SKIP_TAGS) and present(v)}
     record = {

@@ -1,6 +1,6 @@
 """Tracked runs: which MLflow training run ran a given configuration.
 
-    python -c "from seqtune.runs import collect_runs; print(collect_runs()[['run_id', 'tags.seqtune.task']])"
+    python -c "from seqtune.experiments.runs import collect_runs; print(collect_runs()[['run_id', 'tags.seqtune.task']])"
 
 A sweep point is a whole configuration (params.yaml plus its overrides), so a run matches it
 only when every setting that can change a result is equal: the molecules, data, base_model
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from seqtune.config import DEFAULT_PARAMS, Params, flatten, load_params
-from seqtune.run_records import merge_runs, present, records_frame
+from seqtune.experiments.run_records import merge_runs, present, records_frame
 from seqtune.tasks import get_task
 
 RESUMED_TAG = "seqtune.resumed_from_step"
@@ -39,7 +39,7 @@ def signature(p: Params) -> dict[str, str]:
 def collect_runs(params: Path | str | Params = DEFAULT_PARAMS, records: Path | str | None = None):
     """Every training run of the experiment, newest first, with its params, tags and
     metrics (a pandas DataFrame in `mlflow.search_runs` form); with `records`, also the runs
-    recorded there (`seqtune.run_records`) that the store lacks."""
+    recorded there (`seqtune.experiments.run_records`) that the store lacks."""
     from seqtune.tracking import setup_mlflow
 
     p = params if isinstance(params, Params) else load_params(params)

@@ -6,8 +6,8 @@
 Per experiment and task: training tokens = examples x epochs x tokens per example. Tokens per
 example is counted on a sample of the point's own data, made as its stages would make it
 (molecule source and size limits, task labels, format, base model tokenizer:
-`seqtune.sample_tokens`); when no sample can be made (source unreadable, `--sample 0`), it
-is taken from a tracked run of the same task and format (tokens seen / examples / epochs, on
+`seqtune.experiments.sample_tokens`); when no sample can be made (source unreadable,
+`--sample 0`), it is taken from a tracked run of the same task and format (tokens seen / examples / epochs, on
 that run's molecules). The table's notes say which, for every number. Compute is
 6 x parameters x tokens FLOPs (forward + backward of a dense decoder). Time "here" scales the
 measured training throughput of this machine's runs by parameter count; time on a GPU is
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqtune.config import DEFAULT_PARAMS, read_yaml
-from seqtune.sample_tokens import SAMPLE, Count, Sampler, Unsampled
-from seqtune.sweeps import load_sweeps, plan, point_params
+from seqtune.experiments.sample_tokens import SAMPLE, Count, Sampler, Unsampled
+from seqtune.experiments.sweeps import load_sweeps, plan, point_params
 
 log = logging.getLogger(__name__)
 

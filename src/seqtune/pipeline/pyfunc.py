@@ -3,7 +3,7 @@
     python -c "import mlflow; print(mlflow.pyfunc.load_model('models:/seqtune-smiles2formula@champion').predict(['CCO']))"
 
 The folder (safetensors + tokenizer + seqtune.json) travels as the artifact `hf_model`, and
-`predict` goes through `seqtune.generation.Generator`, the same code evaluation and the
+`predict` goes through `seqtune.pipeline.generation.Generator`, the same code evaluation and the
 service use, so the registered model answers exactly like the folder that was scored.
 Loading it needs the `seqtune` package importable (the class is pickled by reference).
 """
@@ -87,7 +87,7 @@ class SeqtuneModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True  # inputs are validated by `_sources`, not by type hints
 
     def load_context(self, context) -> None:
-        from seqtune.generation import Generator
+        from seqtune.pipeline.generation import Generator
 
         config = dict(context.model_config or {})
         kw = {k: int(config[k]) for k in ("max_new_tokens", "batch_size") if config.get(k) is not None}

@@ -52,7 +52,7 @@ def _hf_folder(mlflow_model_dir: Path) -> Path:
     """The `hf_model` artifact folder inside a downloaded pyfunc model (read from MLmodel)."""
     import yaml
 
-    from seqtune.pyfunc import HF_MODEL_KEY
+    from seqtune.pipeline.pyfunc import HF_MODEL_KEY
 
     mlmodel = mlflow_model_dir / "MLmodel"
     if not mlmodel.exists():
@@ -100,8 +100,8 @@ def import_champion(task: str, *, params: Path | str = DEFAULT_PARAMS) -> Import
     import mlflow
     from mlflow import MlflowClient
 
-    from seqtune import registry
-    from seqtune.generation import read_model_card
+    from seqtune.pipeline import registry
+    from seqtune.pipeline.generation import read_model_card
 
     uri = registry.champion_uri(task, params=params)  # RuntimeError with a hint when none
     mv = registry.champion(task, params=params)
@@ -155,7 +155,7 @@ def import_champions(*, params: Path = DEFAULT_PARAMS) -> list[ImportResult]:
     """`seqtune bento import`: import every task's champion (checks all exist first)."""
     import typer
 
-    from seqtune import registry
+    from seqtune.pipeline import registry
 
     p = load_params(params)
     missing = [t for t in p.tasks if registry.champion(t, params=params) is None]

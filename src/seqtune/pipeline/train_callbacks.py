@@ -118,7 +118,7 @@ class GenerationEval(TrainerCallback):
     def on_evaluate(self, args, state, control, model=None, **kw):
         if not self.examples or model is None:
             return
-        from seqtune.generation import Generator
+        from seqtune.pipeline.generation import Generator
         from seqtune.tasks import get_task
 
         start = time.perf_counter()

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from seqtune import paths
-from seqtune import registry_store as store
 from seqtune.config import DEFAULT_PARAMS, EvaluateConfig, MlflowConfig, RegisterConfig, load_params
 from seqtune.io import write_json
-from seqtune.registry_store import alias_history, content_hash  # noqa: F401 — public API
+from seqtune.pipeline import registry_store as store
+from seqtune.pipeline.registry_store import alias_history, content_hash  # noqa: F401 — public API
 from seqtune.tracking import setup_mlflow
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def champion_uri(task: str, *, params: Path | str = DEFAULT_PARAMS) -> str:
 
 
 def _read_card(model_dir: Path) -> dict[str, Any]:
-    from seqtune.generation import MODEL_CARD
+    from seqtune.pipeline.generation import MODEL_CARD
 
     card = model_dir / MODEL_CARD
     if not card.exists():
@@ -172,7 +172,7 @@ def register_model(
 
     model_config = {k: metrics[k] for k in ("max_new_tokens", "batch_size") if metrics.get(k) is not None}
 
-    from seqtune import pyfunc
+    from seqtune.pipeline import pyfunc
 
     with store.start_model_run(model_dir, run_name=f"register-{task}") as run:
         mlflow.log_metrics({f"eval.{k}": v for k, v in store.flat_metrics(metrics).items()})

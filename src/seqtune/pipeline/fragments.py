@@ -1,6 +1,6 @@
 """Small molecules from large ones: BRICS fragments of each record, dummy atoms capped with H.
 
-    python -c "from seqtune.fragments import brics_fragments; print(brics_fragments('CC(=O)Nc1ccc(OCC)cc1', 3, 15))"
+    python -c "from seqtune.pipeline.fragments import brics_fragments; print(brics_fragments('CC(=O)Nc1ccc(OCC)cc1', 3, 15))"
 
 Used by the molecules stage when `molecules.fragments: brics`. Why: a small model learns
 names fastest on short examples, but the shipped corpora hold few small molecules (MOSES is

@@ -1,6 +1,6 @@
 """Molecule sources behind one interface: each yields raw SMILES strings in file order.
 
-    python -c "from seqtune.molecule_sources import open_source; from seqtune.config import load_section; \
+    python -c "from seqtune.pipeline.molecule_sources import open_source; from seqtune.config import load_section; \
 print(next(open_source(load_section('molecules')).records()))"
 
 Sources (`molecules.source`):

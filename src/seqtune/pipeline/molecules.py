@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, MoleculesConfig, load_section
 from seqtune.io import atomic_dir, write_json
-from seqtune.molecule_sources import iter_smiles, open_source
+from seqtune.pipeline.molecule_sources import iter_smiles, open_source
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict:
     raw = list(tqdm(iter_smiles(cfg), total=cfg.max_raw, desc="read", unit="rec", mininterval=1.0))
     records_read = len(raw)
     if cfg.fragments == "brics":
-        from seqtune.fragments import fragment_all
+        from seqtune.pipeline.fragments import fragment_all
 
         # Exact-string duplicates go here (cheap); InChIKey dedupe after standardising.
         raw = list(dict.fromkeys(fragment_all(raw, cfg.min_heavy_atoms, cfg.max_heavy_atoms, workers=cfg.workers)))

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from seqtune.evidence import NOISE_SE, RunEvidence, bound_se, change, mean, paired
-from seqtune.runs import RESUMED_TAG
+from seqtune.experiments.evidence import NOISE_SE, RunEvidence, bound_se, change, mean, paired
+from seqtune.experiments.runs import RESUMED_TAG
 from seqtune.tasks import get_task
 
 

@@ -1,7 +1,7 @@
 """Batched generation from a fine-tuned model folder: the one code path that evaluation,
 the MLflow model, the BentoML service and `seqtune predict` all use.
 
-    python -c "from seqtune.generation import Generator; print(Generator.load('data/models/smiles2formula').predict(['CCO']))"
+    python -c "from seqtune.pipeline.generation import Generator; print(Generator.load('data/models/smiles2formula').predict(['CCO']))"
 
 Real generation, never teacher forcing: prompts are left-padded, decoded with the KV cache,
 greedy by default, beam search or OPSIN-verified beams on request. Inputs are sorted by
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from seqtune.formats import render_prompt
+from seqtune.pipeline.formats import render_prompt
 from seqtune.tasks import get_task
 
 log = logging.getLogger(__name__)

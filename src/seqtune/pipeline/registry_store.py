@@ -1,7 +1,7 @@
 """Low-level MLflow registry helpers shared by the register stage, the registry CLI and the
 evaluation stage: versions, aliases and their history, version comparison, content hashes.
 
-    python -c "from seqtune.registry_store import content_hash; print(content_hash('data/models/smiles2formula'))"
+    python -c "from seqtune.pipeline.registry_store import content_hash; print(content_hash('data/models/smiles2formula'))"
 
 Every function takes an `MlflowClient` (or uses the active tracking URI); pointing MLflow at
 the store (`seqtune.tracking.setup_mlflow`) is the caller's job.

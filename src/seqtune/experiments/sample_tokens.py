@@ -117,8 +117,8 @@ class Sampler:
     def molecules(self, cfg: MoleculesConfig):
         """(standardised, deduplicated molecules of the sample, records sampled, records read,
         source description), or Unsampled."""
-        from seqtune.molecule_sources import iter_smiles, open_source
-        from seqtune.molecules import build_table
+        from seqtune.pipeline.molecule_sources import iter_smiles, open_source
+        from seqtune.pipeline.molecules import build_table
 
         key = self._key(cfg)
         if key not in self._molecules:
@@ -140,7 +140,7 @@ class Sampler:
 
     def examples(self, p: Params, task: str) -> list[dict]:
         """The sample's examples of `task` ({source, target}), labelled as the data stage does."""
-        from seqtune.data import collect
+        from seqtune.pipeline.data import collect
         from seqtune.tasks import get_task
 
         key = (self._key(p.molecules), task)
@@ -157,7 +157,7 @@ class Sampler:
     def tokenizer(self, name: str):
         """(tokenizer, name of the model it belongs to): base model `name`'s own, else the
         fallback's (an approximation), else Unsampled."""
-        from seqtune.models import load_tokenizer
+        from seqtune.pipeline.models import load_tokenizer
 
         if name not in self._tokenizers:
             try:
@@ -178,8 +178,8 @@ class Sampler:
     def count(self, p: Params, task: str) -> Count:
         """Tokens per example of `task` at configuration `p`; Unsampled when no sample can
         be made (the caller falls back to a tracked run)."""
-        from seqtune.formats import render_completion, render_prompt
-        from seqtune.sft_data import encode_examples
+        from seqtune.pipeline.formats import render_completion, render_prompt
+        from seqtune.pipeline.sft_data import encode_examples
         from seqtune.tasks import get_task
 
         mols, records, scanned, source = self.molecules(p.molecules)

@@ -37,14 +37,14 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from seqtune import paths
-from seqtune.completion_loss import completion_loss, supports_completion_loss
 from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flatten, load_params
-from seqtune.generation import MODEL_CARD, pick_device
+from seqtune.experiments.runs import RESUMED_TAG
 from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
-from seqtune.runs import RESUMED_TAG
-from seqtune.sft_data import Collator, EpochLengthGroupedSampler, encode_examples
+from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
+from seqtune.pipeline.generation import MODEL_CARD, pick_device
+from seqtune.pipeline.sft_data import Collator, EpochLengthGroupedSampler, encode_examples
+from seqtune.pipeline.train_callbacks import GenerationEval, MlflowLogger, SaveAfterEpochEval, epoch_records
 from seqtune.tasks import get_task
-from seqtune.train_callbacks import GenerationEval, MlflowLogger, SaveAfterEpochEval, epoch_records
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
     `callbacks`: extra `TrainerCallback`s (tests use one to interrupt a run)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from seqtune.models import base_model_card
+    from seqtune.pipeline.models import base_model_card
 
     p = load_params(params)
     cfg = p.train

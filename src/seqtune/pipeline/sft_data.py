@@ -1,8 +1,8 @@
 """Supervised fine-tuning data: prompt/completion pairs -> token ids with the prompt masked.
 
-    python -c "from seqtune.sft_data import encode; from seqtune.models import build_tiny_tokenizer as t; print(encode(t(), 'CCO =>', ' C2H6O'))"
+    python -c "from seqtune.pipeline.sft_data import encode; from seqtune.pipeline.models import build_tiny_tokenizer as t; print(encode(t(), 'CCO =>', ' C2H6O'))"
 
-Used by `seqtune.train`. The prompt and the completion are tokenized separately, the prompt
+Used by `seqtune.pipeline.train`. The prompt and the completion are tokenized separately, the prompt
 exactly as generation tokenizes it (`tokenizer(prompt)`, special tokens included, so a
 model that needs BOS gets it), the completion without special tokens and followed by the
 tokenizer's EOS. Labels mask the prompt by its token count, never by searching for a

@@ -1,0 +1,8 @@
+"""Serving: the champions in the BentoML model store, and predictions from them.
+
+    seqtune bento import       seqtune predict TASK INPUT...
+
+`bento` copies each task's MLflow champion into the BentoML store that service/ serves;
+`predict` is the shared request handling (in-process or over HTTP). May import the pipeline
+(generation, registry), which never imports this package. See ARCHITECTURE.md.
+"""

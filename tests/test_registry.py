@@ -179,6 +179,19 @@ def test_champion_pyfunc_predicts_like_the_generator(params, make_model):
     assert model.predict(sources, params={"decoding": "beam"}) == beams  # num_beams=2 from the metrics
 
 
+def test_models_registered_before_the_package_layout_still_unpickle():
+    """MLflow pickles the pyfunc class by reference: versions registered before the move to
+    seqtune.pipeline name `seqtune.pyfunc.SeqtuneModel`, which must still resolve."""
+    import cloudpickle
+
+    from seqtune.pipeline.pyfunc import SeqtuneModel
+
+    blob = cloudpickle.dumps(SeqtuneModel(), protocol=2)  # protocol 2: module names as text
+    assert b"seqtune.pipeline.pyfunc\nSeqtuneModel\n" in blob  # by reference, not by value
+    old = blob.replace(b"seqtune.pipeline.pyfunc\n", b"seqtune.pyfunc\n")
+    assert old != blob and type(cloudpickle.loads(old)) is SeqtuneModel
+
+
 def test_register_stage_writes_registry_json(params, make_model, workdir):
     from seqtune import paths
 

@@ -279,12 +279,26 @@ def test_missing_inputs_say_which_stage_to_run(tmp_path, monkeypatch, params_fil
         train.main(TASK, params=params)
 
 
+@pytest.mark.parametrize("module", ["seqtune.train", "seqtune.pipeline.train"])
+def test_launcher_entry_points_run_the_stage_command_line(module):
+    # `python -m seqtune.train` (the launchers' documented command) and the stage's own module.
+    r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Fine-tune the base model on TASK" in r.stdout and "--params" in r.stdout
+
+
+def test_the_launcher_shim_does_nothing_on_import():
+    import seqtune.train as shim
+
+    assert not hasattr(shim, "main") and not hasattr(shim, "_cli")
+
+
 @pytest.mark.slow
 def test_launchable_with_accelerate(project):
     params = project(epochs=1)
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--num_processes", "1", "--num_machines", "1", "--cpu",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seqtune.pipeline.train", TASK, "--params", str(params)]
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "seqtune.train", TASK, "--params", str(params)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((paths.model_dir(TASK) / "training_summary.json").read_text())

@@ -5,7 +5,8 @@
 The folder (safetensors + tokenizer + seqtune.json) travels as the artifact `hf_model`, and
 `predict` goes through `seqtune.pipeline.generation.Generator`, the same code evaluation and the
 service use, so the registered model answers exactly like the folder that was scored.
-Loading it needs the `seqtune` package importable (the class is pickled by reference).
+Loading it needs the `seqtune` package importable (the class is pickled by reference; models
+registered before the package layout name `seqtune.pyfunc`, an alias of this module's class).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Stage `train@<task>`: fine-tune the base model on the task's instruction data.
 
     seqtune train smiles2formula                      # or: dvc repro train@smiles2formula
-    python -m seqtune.train smiles2formula            # the same entry point, for launchers:
+    python -m seqtune.train smiles2formula            # the same entry point, for launchers
+                                                      # (= python -m seqtune.pipeline.train):
     accelerate launch --num_processes 4 -m seqtune.train smiles2iupac     # multi-GPU (DDP)
     torchrun --nproc_per_node 4 -m seqtune.train smiles2iupac              # the same with torchrun
     accelerate launch --config_file fsdp.yaml -m seqtune.train smiles2iupac  # FSDP (set train.val_size: 0)

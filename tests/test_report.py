@@ -13,7 +13,7 @@ import yaml
 
 from seqtune.experiments.cost import model_params
 from seqtune.experiments.evidence import RunEvidence, bound_se, change, paired, size_bins
-from seqtune.experiments.runs import RESUMED_TAG
+from seqtune.tracking import RESUMED_TAG
 from seqtune.experiments.verdicts import EpochCurve, epoch_verdict, plateau_epoch, spread_verdict, train_seconds, trend_verdict
 
 TASK = "smiles2formula"

@@ -16,12 +16,12 @@ from transformers import TrainerCallback
 
 from seqtune import paths
 from seqtune.config import ConfigError, parse_params
-from seqtune.experiments.runs import RESUMED_TAG
 from seqtune.io import rows_sha256
 from seqtune.pipeline import models, train
 from seqtune.pipeline.formats import render_completion, render_prompt
 from seqtune.pipeline.sft_data import IGNORE_INDEX, Collator, EpochLengthGroupedSampler, encode, encode_examples, padding_ratio
 from seqtune.tasks import get_task
+from seqtune.tracking import RESUMED_TAG
 from tests.real_models import converted
 
 TASK = "smiles2formula"

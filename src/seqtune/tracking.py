@@ -15,6 +15,10 @@ from pathlib import Path
 
 _EXP_TMP = os.path.join(".dvc", "tmp", "exps")
 
+RESUMED_TAG = "seqtune.resumed_from_step"
+"""Tag of a run continued from a checkpoint: the steps it resumed at, comma-separated. Set by
+the train stage, read by the experiments (report, verdicts)."""
+
 
 def repo_root(start: Path | str | None = None) -> Path:
     """The user's repository root, also from inside a DVC experiment's temp copy."""

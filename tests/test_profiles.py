@@ -23,11 +23,15 @@ def _overrides(cmd: list[str]) -> dict[str, str]:
 def test_make_specialist_runs_the_sweep_files_configurations():
     dry = subprocess.run(["make", "-n", "-s", "specialist"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     runs = [shlex.split(part) for part in re.split(r"&&", dry) if "dvc exp run" in part]
-    made = {o["tasks"]: o for o in map(_overrides, (r[r.index("dvc"):] for r in runs))}
+    made = {}
+    for o in map(_overrides, (r[r.index("dvc"):] for r in runs)):
+        made[o.pop("tasks")] = o
+    # The plan runs tasks of one configuration together: compare per task.
     planned = {}
     for exp in plan(["smiles2iupac_vs_baselines", "smiles2formula_vs_baselines", "iupac2smiles_vs_baselines"],
                     sweeps_path=REPO / "sweeps-specialist.yaml", params=REPO / "params.yaml"):
         o = _overrides(exp.command())
-        planned[o["tasks"]] = o
+        o.pop("tasks")
+        planned |= {f"[{t}]": o for t in exp.tasks}
     assert set(made) == {"[smiles2iupac]", "[smiles2formula]", "[iupac2smiles]"}
     assert made == planned

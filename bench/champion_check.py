@@ -1,0 +1,112 @@
+"""Serve the registered champions and ask them about well-known small molecules.
+
+    .venv/bin/python bench/champion_check.py                       # greedy (params.yaml's serve.decoding)
+    .venv/bin/python bench/champion_check.py --decoding verified   # OPSIN-verified beams
+
+What a user sees after `make specialist && make serve`: imports the champions from the MLflow
+store into the BentoML store (`seqtune bento import`), starts the real service
+(`bentoml serve service.service:Seqtune`, loopback only), sends each molecule as its own
+request and then all of them as one request, and prints per molecule the answer, whether
+OPSIN parses it back to the input structure (checked here, independently of the service's
+own `verified` flag), whether the molecule was in the champion's training data, and the
+latencies. Prints the load average: other work on the cores skews the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import REPO, Server, _cli, _load  # noqa: E402  (bench/ is not a package)
+
+import httpx  # noqa: E402
+import yaml  # noqa: E402
+
+# (common name, SMILES): small molecules (<= 15 heavy atoms) everyone knows; none chosen by
+# looking at the training data (the table says which ones it happens to contain).
+KNOWN = [
+    ("ethanol", "CCO"), ("phenol", "Oc1ccccc1"), ("toluene", "Cc1ccccc1"), ("acetone", "CC(C)=O"),
+    ("pyridine", "c1ccncc1"), ("benzoic acid", "O=C(O)c1ccccc1"), ("cyclohexanol", "OC1CCCCC1"),
+    ("4-chloroaniline", "Nc1ccc(Cl)cc1"), ("paracetamol", "CC(=O)Nc1ccc(O)cc1"),
+    ("aspirin", "CC(=O)Oc1ccccc1C(=O)O"), ("vanillin", "COc1cc(C=O)ccc1O"),
+    ("methyl salicylate", "COC(=O)c1ccccc1O"), ("caffeine", "Cn1cnc2c1c(=O)n(C)c(=O)n2C"),
+    ("nicotine", "CN1CCCC1c1cccnc1"), ("ibuprofen", "CC(C)Cc1ccc(C(C)C(=O)O)cc1"),
+    ("acetanilide", "CC(=O)Nc1ccccc1"), ("furfural", "O=Cc1ccco1"), ("benzamide", "NC(=O)c1ccccc1"),
+    ("2-methylpropan-1-ol", "CC(C)CO"), ("morpholine", "C1COCCN1"),
+]
+
+
+def _training_keys(task: str) -> set[str]:
+    """InChIKeys of the molecules the current workspace's model of `task` trained on."""
+    import pandas as pd
+
+    path = REPO / "data" / "datasets" / task / "train.parquet"
+    return set(pd.read_parquet(path, columns=["inchikey"]).inchikey) if path.exists() else set()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", default="smiles2iupac")
+    ap.add_argument("--decoding", choices=["greedy", "verified"], default=None, help="default: params.yaml's serve.decoding")
+    ap.add_argument("--ready-timeout", type=float, default=300)
+    a = ap.parse_args()
+
+    from rdkit import Chem
+
+    from seqtune.tasks import get_task
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true", BENTOML_DO_NOT_TRACK="true")
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{REPO / 'mlflow.db'}")
+    env.setdefault("BENTOML_HOME", str(REPO / "bentoml_home"))
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    if a.decoding:
+        raw["serve"]["decoding"] = a.decoding
+    with tempfile.TemporaryDirectory() as tmp:
+        params = Path(tmp) / "params.yaml"
+        params.write_text(yaml.safe_dump(raw, sort_keys=False))
+        _cli("bento", "import", "--params", str(params), env=env)
+        server = Server(params, env, Path(tmp) / "server.log")
+        try:
+            server.wait_ready(a.ready_timeout)
+            meta = httpx.post(f"{server.url}/metadata", json={}, timeout=60).json()
+            field = "names" if get_task(a.task).source_kind == "name" else "smiles"
+            single, results = [], []
+            for _, smi in KNOWN:
+                t0 = time.perf_counter()
+                r = httpx.post(f"{server.url}/{a.task}", json={field: [smi]}, timeout=600)
+                single.append(time.perf_counter() - t0)
+                r.raise_for_status()
+                results.append(r.json()[0])
+            t0 = time.perf_counter()
+            batch = httpx.post(f"{server.url}/{a.task}", json={field: [s for _, s in KNOWN]}, timeout=600)
+            batch_s = time.perf_counter() - t0
+            batch.raise_for_status()
+        finally:
+            server.stop()
+    task = get_task(a.task)
+    ok = task.verify([s for _, s in KNOWN], [r["output"] or "" for r in results]) or [None] * len(KNOWN)
+    seen = _training_keys(a.task)
+    print(f"# {a.task} champion: {meta.get(a.task, {}).get('version', '?')}, decoding "
+          f"{raw['serve']['decoding']}; {_load()}")
+    print(f"| molecule | SMILES | answer | right structure | service verified | in training |")
+    print("|---|---|---|---|---|---|")
+    for (name, smi), r, good in zip(KNOWN, results, ok):
+        key = Chem.MolToInchiKey(Chem.MolFromSmiles(smi))
+        print(f"| {name} | `{smi}` | {r['output']} | {good} | {r.get('verified')} | {key in seen} |")
+    right = sum(bool(g) for g in ok)
+    unseen = [g for (_, s), g in zip(KNOWN, ok) if Chem.MolToInchiKey(Chem.MolFromSmiles(s)) not in seen]
+    print(f"\nright structure: {right}/{len(KNOWN)} ({sum(map(bool, unseen))}/{len(unseen)} of those not in training)")
+    agree = sum((r.get("verified") is True) == bool(g) for r, g in zip(results, ok))
+    print(f"service `verified` agrees with the independent check on {agree}/{len(KNOWN)}")
+    print(f"single-request latency: p50 {statistics.median(single):.2f} s, max {max(single):.2f} s; "
+          f"all {len(KNOWN)} in one request: {batch_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,10 +1,10 @@
-"""Serve the registered champions and ask them about well-known small molecules.
+"""Serve a task's registered champion and ask them about well-known small molecules.
 
     .venv/bin/python bench/champion_check.py                       # greedy (params.yaml's serve.decoding)
     .venv/bin/python bench/champion_check.py --decoding verified   # OPSIN-verified beams
 
-What a user sees after `make specialist && make serve`: imports the champions from the MLflow
-store into the BentoML store (`seqtune bento import`), starts the real service
+What a user sees after `make specialist && make serve`: imports the task's champion from the
+MLflow store into the BentoML store (`seqtune bento import`), starts the real service
 (`bentoml serve service.service:Seqtune`, loopback only), sends each molecule as its own
 request and then all of them as one request, and prints per molecule the answer, whether
 OPSIN parses it back to the input structure (checked here, independently of the service's
@@ -65,6 +65,7 @@ def main() -> None:
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{REPO / 'mlflow.db'}")
     env.setdefault("BENTOML_HOME", str(REPO / "bentoml_home"))
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["tasks"] = [a.task]  # serve only the champion under test (other tasks may have none yet)
     if a.decoding:
         raw["serve"]["decoding"] = a.decoding
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,6 +17,7 @@ import pytest
 from seqtune import paths
 from seqtune.chem import canonical_smiles, opsin_to_smiles
 from seqtune.pipeline import data, molecules
+from seqtune.pipeline.formats import render_prompt
 from seqtune.tasks import get_task
 
 COLUMNS = ["source", "target", "smiles", "inchikey", "heavy_atoms", "prompt", "completion"]
@@ -109,12 +110,18 @@ def test_smiles2formula_and_fewer_than_asked(workdir, params_file, caplog):
     assert list(train.target) == task.baseline(list(train.source))
 
 
-@pytest.mark.parametrize("fmt", ["plain", "instruction", "chat"])
+@pytest.mark.parametrize("fmt", ["plain", "instruction", "chat", "atoms"])
 def test_formats(workdir, params_file, tiny_model_dir, fmt):
     shutil.copytree(tiny_model_dir, paths.BASE_MODEL)
     train, _, stats = build("smiles2formula", params_file, n_train=5, n_test=3, format=fmt)
     assert stats["format"] == fmt
     src, tgt, prompt, comp = train.source[0], train.target[0], train.prompt[0], train.completion[0]
+    if fmt == "atoms":
+        # Every SMILES token on its own; the formula target stays as it is.
+        assert prompt.replace(" ", "") == f"{src}=>" and comp == f" {tgt}"
+        assert all(t.rstrip("0123456789") in {"Cl", "Br", "", *"BCNOSPFIbcnosp()=#-+/\\"} or t.startswith("[")
+                   for t in prompt[:-3].split()), prompt
+        return
     assert src in prompt and tgt not in prompt
     if fmt == "plain":
         assert prompt == f"{src} =>" and comp == f" {tgt}"
@@ -128,6 +135,25 @@ def test_formats(workdir, params_file, tiny_model_dir, fmt):
         tok = AutoTokenizer.from_pretrained(paths.BASE_MODEL)
         msgs = [{"role": "user", "content": f"{get_task('smiles2formula').instruction}\n{src}"}]
         assert prompt == tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+@pytest.mark.parametrize(
+    "smiles",
+    ["CCO", "c1ccccc1Cl", "Br/C=C/[C@@H](N)C(=O)[O-]", "C%12CCCCC%12", "[2H]C([2H])([2H])[N+](C)(C)C", "OB(O)c1ccsc1"],
+)
+def test_atoms_format_round_trips_smiles(smiles):
+    """iupac2smiles in the atoms format: the spaced SMILES the model writes reads back exactly."""
+    from seqtune.pipeline.formats import parse_completion, render_completion, smiles_tokens
+
+    task = get_task("iupac2smiles")
+    assert "".join(smiles_tokens(smiles)) == smiles
+    comp = render_completion("atoms", task, smiles)
+    ring_digits = sum(t.isdigit() or t.startswith("%") for t in smiles_tokens(smiles))
+    assert comp.count(" ") == len(smiles_tokens(smiles)) - ring_digits and parse_completion("atoms", task, comp) == smiles
+    assert render_completion("atoms", task, "c1ccccc1") == " c1 c c c c c1"
+    assert "[C@@H]" in smiles_tokens("N[C@@H](C)C=O") and "Cl" in smiles_tokens("CCl")
+    # A name input is left as it is; only SMILES are split.
+    assert render_prompt("atoms", task, "2-chloropropane") == "2-chloropropane =>"
 
 
 def test_format_changes_data_hash_not_test_hash(workdir, params_file):

@@ -39,7 +39,7 @@ def write_dataset(task: str = TASK, n_train: int = 64, n_test: int = 16, fmt: st
     labelled = [lab for lab in t.label(toy_smiles()) if lab.kept][: n_train + n_test]
     rows = [
         {"source": lab.source, "target": lab.target, "smiles": lab.source, "inchikey": f"K{i}", "heavy_atoms": len(lab.source),
-         "prompt": render_prompt(fmt, t, lab.source, tokenizer), "completion": render_completion(fmt, lab.target)}
+         "prompt": render_prompt(fmt, t, lab.source, tokenizer), "completion": render_completion(fmt, t, lab.target)}
         for i, lab in enumerate(labelled)
     ]
     train_rows, test_rows = rows[:n_train], rows[n_train:]
@@ -321,7 +321,7 @@ def test_smollm2_masking_and_eos(smollm2, fmt):
 
     tok = AutoTokenizer.from_pretrained(smollm2)
     t = get_task(TASK)
-    prompt, completion = render_prompt(fmt, t, "CC(=O)Oc1ccccc1", tok), render_completion(fmt, "C8H8O2")
+    prompt, completion = render_prompt(fmt, t, "CC(=O)Oc1ccccc1", tok), render_completion(fmt, t, "C8H8O2")
     ex = encode(tok, prompt, completion)
     n = len(tok(prompt).input_ids)
     assert ex["labels"][:n] == [IGNORE_INDEX] * n and IGNORE_INDEX not in ex["labels"][n:]

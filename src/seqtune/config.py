@@ -65,7 +65,7 @@ class DataConfig(Section):
     """Train examples per task: a prefix in hash order, so growing it only adds."""
     n_test: int = Field(1000, gt=0)
     """Test examples per task; the same set for every n_train."""
-    format: Literal["plain", "instruction", "chat"] = "instruction"
+    format: Literal["plain", "instruction", "chat", "atoms"] = "instruction"
     workers: int = Field(2, ge=1)
     chunk_size: int = Field(512, gt=0)
 

@@ -195,7 +195,7 @@ class Sampler:
             prompts = [render_prompt(fmt, get_task(task), e["source"], tok) for e in examples]
         except ValueError:  # chat format, no chat template: the run itself would fail the same way
             return Count(None, problem=f"no chat template in the {by} tokenizer", **about)
-        enc = encode_examples(tok, prompts, [render_completion(fmt, e["target"]) for e in examples], p.train.max_length)
+        enc = encode_examples(tok, prompts, [render_completion(fmt, get_task(task), e["target"]) for e in examples], p.train.max_length)
         lengths = [r["length"] for r in enc.rows]
         if not lengths:
             return Count(None, too_long=enc.dropped, problem=f"every example over max_length {p.train.max_length}", **about)

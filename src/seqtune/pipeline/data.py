@@ -215,7 +215,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
             )
     for r in train + test:
         r["prompt"] = render_prompt(cfg.format, t, r["source"], tokenizer)
-        r["completion"] = render_completion(cfg.format, r["target"])
+        r["completion"] = render_completion(cfg.format, t, r["target"])
     seconds = time.perf_counter() - start
     label_seconds = tim_train["label_seconds"] + tim_test["label_seconds"]
     labelled = tim_train["labelled"] + tim_test["labelled"]

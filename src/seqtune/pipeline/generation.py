@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from seqtune.pipeline.formats import render_prompt
+from seqtune.pipeline.formats import parse_completion, render_prompt
 from seqtune.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,10 @@ class Generator:
                     eos_token_id=self.tokenizer.eos_token_id,
                 )
             new = gen[:, enc["input_ids"].shape[1] :]
-            texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+            texts = [
+                parse_completion(self.format, self.task, t)
+                for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            ]
             for j, i in enumerate(idx):
                 out[i] = texts[j * num_return_sequences : (j + 1) * num_return_sequences]
         return out

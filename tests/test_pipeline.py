@@ -1,5 +1,6 @@
 """The whole pipeline through real DVC, real MLflow and the tiny model:
-`dvc repro` → registered champions; rerun is idempotent; a param change registers a new
+`dvc repro` → registered champions; rerun is idempotent; `dvc push` to the shared remote and
+`dvc pull` in a second clone leave nothing to reproduce; a param change registers a new
 version; `dvc metrics show` works; `seqtune report` reads the runs.
 
     .venv/bin/python -m pytest -q tests/test_pipeline.py
@@ -59,11 +60,12 @@ def test_dvc_repro_end_to_end(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for f in ("dvc.yaml", "sweeps.yaml"):
+    for f in ("dvc.yaml", "sweeps.yaml", ".dvcignore"):
         shutil.copy(REPO / f, repo / f)
     _write_params(repo, TINY_PARAMS)
     _sh(["git", "init", "-q"], repo)
     _sh(["dvc", "init", "-q"], repo)
+    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")  # the shipped remote
     _sh(["git", "add", "-A"], repo)
     _sh(["git", "commit", "-qm", "init"], repo)
 
@@ -86,6 +88,28 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert "Running stage 'register'" in out
     for task in TASKS:
         assert _versions(f"seqtune-{task}") == [1]
+
+    # Shared storage: push to the repo's default remote (a local folder), then a second clone
+    # pulls every output and has nothing to reproduce.
+    storage = tmp_path / "seqtune-dvc-storage"
+    _sh(["dvc", "remote", "modify", "shared", "url", str(storage)], repo)
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "repro"], repo)
+    _sh(["dvc", "push"], repo)
+    assert any(storage.rglob("*")), "dvc push wrote nothing to the remote"
+    clone = tmp_path / "clone"
+    _sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    assert not (clone / "data" / "models").exists()
+    _sh(["dvc", "pull"], clone)
+    for task in TASKS:
+        assert (clone / "data" / "models" / task / "model.safetensors").read_bytes() == \
+            (repo / "data" / "models" / task / "model.safetensors").read_bytes()
+    # Only `register` (always_changed: MLflow is a side effect) is out of date.
+    assert set(json.loads(_sh(["dvc", "status", "--json"], clone))) <= {"register"}
+    out = _sh(["dvc", "repro", "--dry"], clone)
+    assert "Running stage" in out and "Running stage 'register'" in out
+    ran = [line for line in out.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'register':"], out
 
     # A param change retrains and registers a new version of every task.
     _write_params(repo, {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "learning_rate": 1e-3}})

@@ -71,7 +71,7 @@ def test_growing_n_train_adds_a_prefix_and_keeps_the_test_set(workdir, params_fi
 
 
 def test_smiles2iupac_dataset_targets_round_trip_and_stats(workdir, params_file):
-    train, test, stats = build("smiles2iupac", params_file, n_train=25, n_test=10)
+    train, test, stats = build("smiles2iupac", params_file, n_train=25, n_test=10, format="instruction")
     assert list(train.columns) == COLUMNS and train.heavy_atoms.dtype == "int64"
     rows = pd.concat([train, test])
     back = opsin_to_smiles(list(rows.target))  # real OPSIN, independent of the stage's check
@@ -94,7 +94,7 @@ def test_same_params_same_hashes_with_or_without_cache(workdir, params_file):
 
 def test_iupac2smiles_reverses_the_verified_pairs_and_reuses_their_labels(workdir, params_file):
     fwd, fwd_test, _ = build("smiles2iupac", params_file, n_train=12, n_test=6)
-    rev, rev_test, stats = build("iupac2smiles", params_file, n_train=12, n_test=6)
+    rev, rev_test, stats = build("iupac2smiles", params_file, n_train=12, n_test=6, format="instruction")
     assert stats["labelled"] == 0  # labels come from smiles2iupac's cache entries
     assert list(rev.source) == list(fwd.target) and list(rev.target) == list(fwd.source)
     assert list(rev_test.source) == list(fwd_test.target)

@@ -70,7 +70,7 @@ def test_growing_test_fraction_never_moves_test_to_train(key, frac, extra):
 
 
 def test_main_on_a_user_file(params_file, tmp_path, monkeypatch):
-    df, stats = _run(params_file, tmp_path, monkeypatch, source="file", path=str(FIXTURES / "molecules.smi"), workers=1)
+    df, stats = _run(params_file, tmp_path, monkeypatch, source="file", path=str(FIXTURES / "molecules.smi"), fragments="none", max_heavy_atoms=15, workers=1)
     assert list(df.columns) == ["smiles", "inchikey", "heavy_atoms", "split", "hash"]
     assert df.heavy_atoms.dtype == "int64"
     assert df.inchikey.is_unique

@@ -109,7 +109,7 @@ def test_queue_skips_a_configuration_waiting_under_another_points_name(monkeypat
 COST_PARAMS = {
     "tasks": ["smiles2formula"],
     "molecules": {"source": "rdkit-samples", "max_raw": 300, "max_heavy_atoms": 18, "workers": 1},
-    "data": {"n_train": 1000, "n_test": 1000, "workers": 1, "chunk_size": 64, "format": "plain"},
+    "data": {"n_train": 5000, "n_test": 5000, "workers": 1, "chunk_size": 64, "format": "plain"},  # more than there are
     "base_model": {"name": "tiny"},
     "train": {"max_length": 512},
 }

@@ -6,7 +6,8 @@ A sweep's cost is examples x epochs x tokens per example, and tokens per example
 the molecules (their size), the task (a name is longer than a formula), the format (the
 instruction template adds a few dozen tokens) and the tokenizer. So it is counted on the
 point's own data, made the way the stages make it: raw records of its molecule source,
-standardised and size-filtered by the molecules stage's code (`molecules.build_table`),
+fragmented when the configuration asks, standardised and size-filtered by the molecules
+stage's code (`molecules.candidates`, `molecules.build_table`),
 labelled by the task as the data stage labels (`data.collect`), rendered in its format
 (`formats`) and tokenized as training tokenizes (prompt + completion + EOS, over-long
 examples left out: `sft_data.encode_examples`) by its base model's tokenizer.
@@ -112,13 +113,14 @@ class Sampler:
     @staticmethod
     def _key(cfg: MoleculesConfig) -> tuple:
         """What decides the molecules (not workers, not the split: both splits are sampled)."""
-        return cfg.source, cfg.path, cfg.smiles_column, min(cfg.max_raw, MAX_SCAN), cfg.min_heavy_atoms, cfg.max_heavy_atoms
+        return (cfg.source, cfg.path, cfg.smiles_column, min(cfg.max_raw, MAX_SCAN), cfg.min_heavy_atoms,
+                cfg.max_heavy_atoms, cfg.fragments)
 
     def molecules(self, cfg: MoleculesConfig):
         """(standardised, deduplicated molecules of the sample, records sampled, records read,
         source description), or Unsampled."""
         from seqtune.pipeline.molecule_sources import iter_smiles, open_source
-        from seqtune.pipeline.molecules import build_table
+        from seqtune.pipeline.molecules import build_table, candidates
 
         key = self._key(cfg)
         if key not in self._molecules:
@@ -130,7 +132,8 @@ class Sampler:
             except (OSError, RuntimeError, ValueError) as e:  # missing file, failed download, bad table
                 self._molecules[key] = Unsampled(f"{source}: {e}")
             else:
-                mols, _ = build_table(raw, cfg)
+                # Fragments of the sampled records: the stage fragments every record it reads.
+                mols, _ = build_table(candidates(raw, cfg)[0], cfg)
                 self._molecules[key] = (mols, len(raw), scanned, source) if len(mols) else \
                     Unsampled(f"no usable molecules in {len(raw)} records of {source}")
         found = self._molecules[key]

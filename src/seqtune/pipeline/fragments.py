@@ -23,9 +23,10 @@ _DUMMY = None
 _HYDROGEN = None
 
 
-def brics_fragments(smiles: str, min_heavy: int, max_heavy: int) -> list[str]:
+def brics_fragments(smiles: str, min_heavy: int, max_heavy: int) -> list[str] | None:
     """Distinct capped BRICS fragments of `smiles` with a heavy-atom count in range, plus the
-    molecule itself when it is in range; [] for an unparsable record. Never raises."""
+    molecule itself when it is in range; [] when none is in range, None for a record RDKit
+    cannot parse (so the stage can count why records gave nothing). Never raises."""
     global _DUMMY, _HYDROGEN
     from rdkit import Chem
     from rdkit.Chem import BRICS
@@ -35,7 +36,7 @@ def brics_fragments(smiles: str, min_heavy: int, max_heavy: int) -> list[str]:
     try:
         mol = Chem.MolFromSmiles(smiles) if smiles else None
         if mol is None:
-            return []
+            return None
         out = []
         if min_heavy <= mol.GetNumHeavyAtoms() <= max_heavy:
             out.append(Chem.MolToSmiles(mol))
@@ -47,24 +48,22 @@ def brics_fragments(smiles: str, min_heavy: int, max_heavy: int) -> list[str]:
             if min_heavy <= frag.GetNumHeavyAtoms() <= max_heavy:
                 out.append(Chem.MolToSmiles(frag))
         return list(dict.fromkeys(out))
-    except Exception:  # RDKit raises on a few exotic valences; such a record gives nothing
-        return []
+    except Exception:  # RDKit raises on a few exotic valences: as good as unparsable
+        return None
 
 
-def _args(a: tuple[str, int, int]) -> list[str]:
+def _args(a: tuple[str, int, int]) -> list[str] | None:
     return brics_fragments(*a)
 
 
-def fragment_all(raw: Iterable[str], min_heavy: int, max_heavy: int, *, workers: int = 1) -> Iterator[str]:
-    """Every record's fragments in record order (duplicates across records are left to the
-    molecules stage's InChIKey dedupe, which keeps the first)."""
+def fragment_all(raw: Iterable[str], min_heavy: int, max_heavy: int, *, workers: int = 1) -> Iterator[list[str] | None]:
+    """Every record's fragments (a list, or None when unparsable) in record order; duplicates
+    across records are left to the molecules stage's dedupe, which keeps the first."""
     args = [(r, min_heavy, max_heavy) for r in raw]
     bar = dict(total=len(args), desc="fragment", unit="mol", mininterval=1.0)
     if workers == 1 or len(args) < 1000:
         results = map(_args, args)
-        for frags in tqdm(results, **bar):
-            yield from frags
+        yield from tqdm(results, **bar)
         return
     with ProcessPoolExecutor(workers) as ex:
-        for frags in tqdm(ex.map(_args, args, chunksize=128), **bar):
-            yield from frags
+        yield from tqdm(ex.map(_args, args, chunksize=128), **bar)

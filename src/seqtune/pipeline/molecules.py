@@ -134,6 +134,26 @@ def build_table(raw: list[str], cfg: MoleculesConfig) -> tuple[pd.DataFrame, Cou
     return df, dropped
 
 
+def candidates(raw: list[str], cfg: MoleculesConfig) -> tuple[list[str], Counter]:
+    """The SMILES to standardise from the records read: the records themselves, or (with
+    `fragments: brics`) their distinct fragments in range, and the records that gave none,
+    counted by reason. Shared with the token sampler so a sweep's cost counts what runs."""
+    drops: Counter = Counter()
+    if cfg.fragments == "none":
+        return raw, drops
+    from seqtune.pipeline.fragments import fragment_all
+
+    pieces: list[str] = []
+    for frags in fragment_all(raw, cfg.min_heavy_atoms, cfg.max_heavy_atoms, workers=cfg.workers):
+        if frags is None:
+            drops["unparsable"] += 1
+        elif not frags:
+            drops["no_fragment_in_range"] += 1
+        pieces.extend(frags or ())
+    # Exact-string duplicates go here (cheap); InChIKey dedupe after standardising.
+    return list(dict.fromkeys(pieces)), drops
+
+
 def main(*, params: Path = DEFAULT_PARAMS) -> dict:
     """Run the stage; returns the stats written to stats.json."""
     cfg: MoleculesConfig = load_section("molecules", params)
@@ -142,14 +162,12 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict:
     log.info("reading up to %d records from %s", cfg.max_raw, source.describe())
     raw = list(tqdm(iter_smiles(cfg), total=cfg.max_raw, desc="read", unit="rec", mininterval=1.0))
     records_read = len(raw)
-    if cfg.fragments == "brics":
-        from seqtune.pipeline.fragments import fragment_all
-
-        # Exact-string duplicates go here (cheap); InChIKey dedupe after standardising.
-        raw = list(dict.fromkeys(fragment_all(raw, cfg.min_heavy_atoms, cfg.max_heavy_atoms, workers=cfg.workers)))
-        log.info("brics: %d records -> %d distinct fragments of %d-%d heavy atoms",
-                 records_read, len(raw), cfg.min_heavy_atoms, cfg.max_heavy_atoms)
+    raw, fragment_drops = candidates(raw, cfg)
+    if cfg.fragments != "none":
+        log.info("%s: %d records -> %d distinct fragments of %d-%d heavy atoms",
+                 cfg.fragments, records_read, len(raw), cfg.min_heavy_atoms, cfg.max_heavy_atoms)
     df, dropped = build_table(raw, cfg)
+    dropped.update(fragment_drops)  # whole records that gave no fragment, beside dropped fragments
     if df.empty:
         raise ValueError(
             f"no usable molecules from {source.describe()}: read {records_read} records, dropped "

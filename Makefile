@@ -57,7 +57,7 @@ SPECIALIST_COMMON := -S molecules.source=moses -S molecules.fragments=brics -S m
 	-S train.save_steps=200 -S train.val_size=128 -S evaluate.n_eval=500 -S evaluate.max_new_tokens=48
 SPECIALIST_smiles2iupac := -S data.n_train=10000 -S train.epochs=2
 SPECIALIST_smiles2formula := -S data.n_train=4000 -S train.epochs=2
-SPECIALIST_iupac2smiles := -S data.n_train=6000 -S train.epochs=2
+SPECIALIST_iupac2smiles := -S data.n_train=10000 -S train.epochs=2
 SPECIALIST_TASKS ?= smiles2iupac smiles2formula iupac2smiles
 
 specialist: install

@@ -152,8 +152,37 @@ def test_train_config_is_validated():
 def test_precision_choice():
     cpu = torch.device("cpu")
     assert train.use_bf16("fp32", cpu) is False
-    assert train.use_bf16("bf16", cpu) is True
-    assert train.use_bf16("auto", cpu) is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert train.use_bf16("auto", cpu) is native
+    if native:
+        assert train.use_bf16("bf16", cpu) is True
+    else:  # emulated bf16 is ~60x slower than fp32: asking for it is an error, not a silent crawl
+        with pytest.raises(ValueError, match="AVX512-BF16"):
+            train.use_bf16("bf16", cpu)
+
+
+def test_generator_autocasts_only_with_native_bf16(monkeypatch, tiny_model_dir):
+    """On an AVX2-only CPU the generator must run fp32: emulated bf16 made eval and serving
+    ~60x slower per matmul there."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from seqtune.pipeline import generation
+
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    seen = []
+    real = torch.autocast
+
+    def spy(*a, **kw):
+        seen.append(kw.get("dtype"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(generation.torch, "autocast", spy)
+    for native in (False, True):
+        seen.clear()
+        monkeypatch.setattr(generation, "native_bf16", lambda device, n=native: n)
+        gen = generation.Generator(model, tok, task="smiles2formula", fmt="plain", max_new_tokens=2)
+        gen.generate(["CCO"])
+        assert seen == ([torch.bfloat16] if native else [])
 
 
 # ---------------------------------------------------------------- training runs (tiny model)

@@ -37,6 +37,19 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 runs natively here: CUDA Ampere+, or a CPU with AVX512-BF16 / AMX.
+
+    Without it CPU bf16 matmuls are emulated: on an AVX2-only EPYC a (1024x576)@(576x1536)
+    matmul took 1,163 ms in bf16 vs 17 ms in fp32 (`bench/cpu_bf16.py`), so bf16 there is a
+    ~60x slowdown, never a speedup."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False  # MPS: bf16 autocast support is partial; fp32 is the safe choice
+
+
 def read_model_card(model_dir: Path | str) -> dict:
     path = Path(model_dir) / MODEL_CARD
     if not path.exists():
@@ -65,6 +78,7 @@ class Generator:
         self.format = fmt
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.bf16 = native_bf16(self.model.device)
         # Decoder-only generation must be left-padded so every prompt ends where output begins.
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -72,12 +86,14 @@ class Generator:
 
     @classmethod
     def load(cls, model_dir: Path | str, *, device: torch.device | str | None = None, **kw) -> Generator:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from seqtune.pipeline.model_files import load_causal_lm
 
         card = read_model_card(model_dir)
         device = torch.device(device) if device else pick_device()
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+        model = load_causal_lm(model_dir, dtype=dtype).to(device)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         return cls(model, tokenizer, task=card["task"], fmt=card["format"], **kw)
 
@@ -93,8 +109,10 @@ class Generator:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[list[str]] = [[] for _ in prompts]
         device = self.model.device
-        # bf16 autocast on CPU measured ~1.6x faster than fp32 here; CUDA models load in bf16.
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if device.type == "cpu" else nullcontext()
+        # bf16 autocast on a CPU with native bf16 measured ~1.6x faster than fp32; without it
+        # (AVX2-only) bf16 is emulated and far slower, so fp32. CUDA models load in bf16.
+        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if device.type == "cpu" and self.bf16
+                    else nullcontext())
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)

@@ -42,7 +42,7 @@ from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flat
 from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
 from seqtune.pipeline.cards import base_model_card
 from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
-from seqtune.pipeline.generation import MODEL_CARD, pick_device
+from seqtune.pipeline.generation import MODEL_CARD, native_bf16, pick_device
 from seqtune.pipeline.sft_data import Collator, EpochLengthGroupedSampler, encode_examples
 from seqtune.pipeline.train_callbacks import GenerationEval, MlflowLogger, SaveAfterEpochEval, epoch_records
 from seqtune.tasks import get_task
@@ -81,19 +81,17 @@ class _Trainer(Trainer):
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether to train in bf16 autocast: `auto` picks it where the hardware has bf16."""
+    """Whether to train in bf16 autocast: `auto` picks it where the hardware runs bf16
+    natively; `bf16` where it doesn't is an error (emulated bf16 is ~60x slower than fp32)."""
     if precision == "fp32":
         return False
-    if device.type == "cuda":
-        ok = torch.cuda.is_bf16_supported()
-    elif device.type == "cpu":
-        # Native bf16 (AVX512-BF16 / AMX) is what makes CPU autocast faster than fp32.
-        ok = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    else:  # MPS: bf16 autocast support is partial; fp32 is the safe choice
-        ok = False
-    if precision == "bf16" and not ok and device.type == "cuda":
-        raise ValueError("train.precision: bf16 needs an Ampere or newer GPU here; use auto or fp32")
-    return ok or precision == "bf16"
+    ok = native_bf16(device)
+    if precision == "bf16" and not ok:
+        where = {"cuda": "an Ampere or newer GPU",
+                 "cpu": f"a CPU with AVX512-BF16 or AMX (this one has {torch.backends.cpu.get_cpu_capability()})"}
+        raise ValueError(f"train.precision: bf16 needs {where.get(device.type, 'CUDA or a CPU with native bf16')}; "
+                         "without it bf16 is emulated and far slower than fp32: use auto or fp32")
+    return ok
 
 
 def set_threads(device: torch.device) -> int:
@@ -246,7 +244,9 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
     """Fine-tune the base model on `task`; returns the training summary.
 
     `callbacks`: extra `TrainerCallback`s (tests use one to interrupt a run)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from seqtune.pipeline.model_files import load_causal_lm
 
     p = load_params(params)
     cfg = p.train
@@ -295,7 +295,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
              task, base.get("name"), device.type, threads, "bf16" if bf16 else "fp32", len(enc.rows), enc.dropped,
              run_id, f", resuming from {resume.name}" if resume else "")
 
-    model = AutoModelForCausalLM.from_pretrained(paths.BASE_MODEL, dtype=torch.float32)
+    model = load_causal_lm(paths.BASE_MODEL, dtype=torch.float32)
     if cfg.method == "lora":
         model = apply_lora(model, cfg.lora)
     logger = MlflowLogger(client, run_id)

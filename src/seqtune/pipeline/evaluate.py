@@ -111,14 +111,15 @@ def _require_base_model() -> None:
 def _base_generator(task: str, fmt: str, cfg: EvaluateConfig):
     """The zero-shot base model with the same prompt format and the same Generator code."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from seqtune.pipeline.generation import Generator, pick_device
+    from seqtune.pipeline.model_files import load_causal_lm
 
     _require_base_model()
     device = pick_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(paths.BASE_MODEL, dtype=dtype).to(device)
+    model = load_causal_lm(paths.BASE_MODEL, dtype=dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE_MODEL)
     return Generator(model, tokenizer, task=task, fmt=fmt, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
 

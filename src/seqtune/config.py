@@ -49,6 +49,9 @@ class MoleculesConfig(Section):
     fragments: Literal["none", "brics"] = "none"
     """`brics`: replace each record by its BRICS fragments (capped with H) in the size range:
     many more small molecules from a corpus of large ones (seqtune.pipeline.fragments)."""
+    max_record_chars: int = Field(2000, gt=0)
+    """Longer records are dropped unread (`record_too_long`): RDKit took minutes on one
+    10 MB line, and no molecule a name is learned for is that long."""
     workers: int = Field(2, ge=1)
 
     @model_validator(mode="after")

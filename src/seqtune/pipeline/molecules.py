@@ -136,9 +136,13 @@ def build_table(raw: list[str], cfg: MoleculesConfig) -> tuple[pd.DataFrame, Cou
 
 def candidates(raw: list[str], cfg: MoleculesConfig) -> tuple[list[str], Counter]:
     """The SMILES to standardise from the records read: the records themselves, or (with
-    `fragments: brics`) their distinct fragments in range, and the records that gave none,
-    counted by reason. Shared with the token sampler so a sweep's cost counts what runs."""
+    `fragments: brics`) their distinct fragments in range, and the records that gave none or
+    were longer than `max_record_chars`, counted by reason. Shared with the token sampler so a sweep's cost counts what runs."""
     drops: Counter = Counter()
+    fits = [r for r in raw if len(r) <= cfg.max_record_chars]
+    if len(fits) < len(raw):  # before RDKit sees them: parsing one 10 MB line took minutes
+        drops["record_too_long"] = len(raw) - len(fits)
+        raw = fits
     if cfg.fragments == "none":
         return raw, drops
     from seqtune.pipeline.fragments import fragment_all

@@ -156,14 +156,14 @@ def test_precision_choice():
     assert train.use_bf16("auto", cpu) is native
     if native:
         assert train.use_bf16("bf16", cpu) is True
-    else:  # emulated bf16 is ~60x slower than fp32: asking for it is an error, not a silent crawl
+    else:  # emulated bf16 is ~45x slower than fp32: asking for it is an error, not a silent crawl
         with pytest.raises(ValueError, match="AVX512-BF16"):
             train.use_bf16("bf16", cpu)
 
 
 def test_generator_autocasts_only_with_native_bf16(monkeypatch, tiny_model_dir):
     """On an AVX2-only CPU the generator must run fp32: emulated bf16 made eval and serving
-    ~60x slower per matmul there."""
+    ~45x slower per matmul there."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from seqtune.pipeline import generation

@@ -41,8 +41,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bf16 runs natively here: CUDA Ampere+, or a CPU with AVX512-BF16 / AMX.
 
     Without it CPU bf16 matmuls are emulated: on an AVX2-only EPYC a (1024x576)@(576x1536)
-    matmul took 1,163 ms in bf16 vs 17 ms in fp32 (`bench/cpu_bf16.py`), so bf16 there is a
-    ~60x slowdown, never a speedup."""
+    matmul took 1,119 ms in bf16 vs 24.6 ms in fp32 (`bench/cpu_bf16.py`), so bf16 there is a
+    ~45x slowdown, never a speedup."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":

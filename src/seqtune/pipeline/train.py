@@ -82,7 +82,7 @@ class _Trainer(Trainer):
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether to train in bf16 autocast: `auto` picks it where the hardware runs bf16
-    natively; `bf16` where it doesn't is an error (emulated bf16 is ~60x slower than fp32)."""
+    natively; `bf16` where it doesn't is an error (emulated bf16 is ~45x slower than fp32)."""
     if precision == "fp32":
         return False
     ok = native_bf16(device)

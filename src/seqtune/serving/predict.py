@@ -40,6 +40,10 @@ def _problem(task: Task, item: Any, max_input_length: int | None) -> str | None:
         return f"expected a string, got {type(item).__name__}"
     if max_input_length is not None and len(item) > max_input_length:
         return f"input too long ({len(item)} characters; at most {max_input_length})"
+    try:  # JSON can carry lone surrogates ("\ud800"): the tokenizer can't encode them
+        item.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"input is not valid Unicode text (a lone surrogate at character {e.start})"
     try:
         return task.validate_source(item)
     except Exception as e:  # noqa: BLE001 — a validator crash is this item's problem only

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from seqtune.pipeline.completion_loss import completion_loss  # noqa: E402
+from seqtune.pipeline.generation import native_bf16  # noqa: E402
 from seqtune.pipeline.sft_data import Collator, encode_batch  # noqa: E402
 
 
@@ -68,7 +69,7 @@ def main() -> None:
     rows = encode_batch(tok, prompts, completions)
     collate = Collator(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     batches = [collate(rows[i : i + a.batch]) for i in range(0, len(rows), a.batch)]
-    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    bf16 = native_bf16(torch.device("cpu"))  # the same choice training makes
 
     def step(b, fast: bool) -> float:
         t0 = time.perf_counter()

@@ -61,9 +61,14 @@ def setup_mlflow(configured: str | None = None, experiment: str = "seqtune"):
     uri = tracking_uri(configured)
     mlflow.set_tracking_uri(uri)
     try:
-        exp = mlflow.get_experiment_by_name(experiment)
-        if exp is None:
-            mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
+        if mlflow.get_experiment_by_name(experiment) is None:
+            try:
+                mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
+            except Exception:
+                # Another process (a parallel stage, a teammate) created it in between: the
+                # store's unique name makes one of us fail, and that one uses theirs.
+                if mlflow.get_experiment_by_name(experiment) is None:
+                    raise
         mlflow.set_experiment(experiment)
     except Exception as e:  # noqa: BLE001 — any store failure becomes one actionable message
         raise RuntimeError(

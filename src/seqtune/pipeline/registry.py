@@ -25,6 +25,7 @@ from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, EvaluateConfig, MlflowConfig, RegisterConfig, load_params
 from seqtune.io import write_json
 from seqtune.pipeline import registry_store as store
+from seqtune.pipeline.registry_lock import registry_lock
 from seqtune.pipeline.registry_store import alias_history, content_hash  # noqa: F401 — public API
 from seqtune.tracking import setup_mlflow
 
@@ -119,20 +120,31 @@ def _primary(task: str, metrics: dict[str, Any]) -> tuple[str, float]:
 
 # Tags that describe an evaluation rather than the model: a re-evaluation of the same folder
 # (e.g. another evaluate.n_eval) updates them on the existing version.
+DECISION_TAG = "alias_decision"
+"""Version tag: why the alias moved to this version or stayed (set once, under the lock)."""
 _SCORE_TAGS = ("primary_metric", "primary_metric_value", "test_hash", "eval_hash", "decoding", "n_eval")
 
 
-def _already_registered(client, name: str, alias: str, mv, tags: dict[str, str]) -> RegisterResult:
-    """Idempotent path: the same content is registered; create nothing, refresh its scores."""
+def _already_registered(client, name: str, rcfg: RegisterConfig, mv, tags: dict[str, str]) -> RegisterResult:
+    """Idempotent path: the same content is registered; create nothing, refresh its scores.
+    A version never decided on (its register was killed after creating it) is decided now; a
+    decided one is left alone, so a re-run never undoes a rollback."""
     stale = {k: tags[k] for k in _SCORE_TAGS if k in tags and (mv.tags or {}).get(k) != tags[k]}
     for k, v in stale.items():
         client.set_model_version_tag(name, mv.version, k, v)
-    cur = store.get_alias(client, name, alias)
+    if _undecided(client, name, mv):
+        with _locked(client, name, rcfg, by=f"register {tags.get('task')}"):
+            if _undecided(client, name, client.get_model_version(name, mv.version)):
+                promoted, why, held = _decide(client, name, int(mv.version), rcfg.alias)
+                reason = f"already registered as v{mv.version} (same content), undecided until now: {why}"
+                log.info("%s: %s", name, reason)
+                return RegisterResult(int(mv.version), False, promoted, reason, held)
+    cur = store.get_alias(client, name, rcfg.alias)
     held = int(cur.version) if cur else None
     reason = f"already registered as v{mv.version} (same content)"
     if stale:
         reason += f"; its scores were updated from the new evaluation ({', '.join(sorted(stale))})"
-    reason += f"; {alias} is v{held}"
+    reason += f"; {rcfg.alias} is v{held}"
     log.info("%s: %s", name, reason)
     return RegisterResult(int(mv.version), False, False, reason, held)
 
@@ -166,9 +178,9 @@ def register_model(
         "n_eval": metrics.get("n"),
     }
     tags = {k: str(v) for k, v in tags.items() if v is not None}
-    for mv in store.versions(client, name):
-        if (mv.tags or {}).get("content_hash") == digest:
-            return _already_registered(client, name, rcfg.alias, mv, tags)
+    # Fast path without the lock: an idempotent re-run creates nothing (checked again below).
+    if (mv := _same_content(client, name, digest)) is not None:
+        return _already_registered(client, name, rcfg, mv, tags)
 
     model_config = {k: metrics[k] for k in ("max_new_tokens", "batch_size") if metrics.get(k) is not None}
 
@@ -176,29 +188,70 @@ def register_model(
 
     with store.start_model_run(model_dir, run_name=f"register-{task}") as run:
         mlflow.log_metrics({f"eval.{k}": v for k, v in store.flat_metrics(metrics).items()})
-        # The served default is the decoding the metrics were measured with.
+        # Uploading the model is the slow part: done before taking the lock, so a concurrent
+        # register of another task's model or a promote never waits for it.
         info = pyfunc.log_model(
             model_dir,
             decoding=str(metrics.get("decoding") or EvaluateConfig().decoding),
             num_beams=int(metrics.get("num_beams") or EvaluateConfig().num_beams),
             model_config=model_config,
         )
-        # Tags go in with the version itself, so a crash can't leave an untagged duplicate.
-        mv = mlflow.register_model(info.model_uri, name, tags=tags)
-        mlflow.set_tag(f"registered.{name}", mv.version)
-        run_id = run.info.run_id
-    version = int(mv.version)
-    log.info("registered %s v%d from run %s", name, version, run_id)
-
-    current = store.get_alias(client, name, rcfg.alias)
-    if current is None:
-        promoted, reason = True, f"v{version} is the first {rcfg.alias} ({metric_name} {value:.4f})"
-    else:
-        promoted, reason = store.compare(client.get_model_version(name, str(version)), current)
-    if promoted:
-        store.move_alias(client, name, rcfg.alias, version, by="register", reason=reason)
-    held = version if promoted else int(current.version)  # type: ignore[union-attr]
+        with _locked(client, name, rcfg, by=f"register {task}"):
+            # Another process may have registered the same content while this one uploaded.
+            if (mv := _same_content(client, name, digest)) is not None:
+                log.info("%s v%s registered the same content meanwhile; logged model %s stays unregistered",
+                         name, mv.version, info.model_uri)
+                return _already_registered(client, name, rcfg, mv, tags)
+            # Tags go in with the version itself, so a crash can't leave an untagged duplicate.
+            mv = mlflow.register_model(info.model_uri, name, tags=tags)
+            mlflow.set_tag(f"registered.{name}", mv.version)
+            version = int(mv.version)
+            log.info("registered %s v%d from run %s", name, version, run.info.run_id)
+            # Compare and move under the same lock: nobody can promote between the two.
+            promoted, reason, held = _decide(client, name, version, rcfg.alias)
     return RegisterResult(version, True, promoted, reason, held)
+
+
+def _decide(client, name: str, version: int, alias: str) -> tuple[bool, str, int]:
+    """Move `alias` to `version` if it beats the holder; record the decision on the version.
+    Call holding the lock. (promoted, why, holder after)."""
+    current = store.get_alias(client, name, alias)
+    mv = client.get_model_version(name, str(version))
+    if current is None:
+        metric, value, _ = store.score(mv)
+        promoted, reason = True, f"v{version} is the first {alias} ({metric} {value:.4f})"
+    elif int(current.version) == version:
+        promoted, reason = False, f"v{version} already holds {alias}"
+    else:
+        promoted, reason = store.compare(mv, current)
+    if promoted:
+        store.move_alias(client, name, alias, version, by="register", reason=reason)
+    # Last: a crash before this line leaves the version undecided, and the next register of
+    # the same content decides again instead of skipping it for good.
+    client.set_model_version_tag(name, str(version), DECISION_TAG, reason)
+    return promoted, reason, version if promoted else int(current.version)  # type: ignore[union-attr]
+
+
+def _undecided(client, name: str, mv) -> bool:
+    """True for a version created by a register that died before deciding on the alias.
+    (A version that ever held the alias counts as decided: registered before decisions were
+    recorded, or rolled back from — a re-run must not undo that.)"""
+    if DECISION_TAG in (mv.tags or {}):
+        return False
+    return int(mv.version) not in {int(h["version"]) for h in store.alias_history(client, name)}
+
+
+def _same_content(client, name: str, digest: str):
+    """The registered version whose content hash is `digest`, or None."""
+    for mv in store.versions(client, name):
+        if (mv.tags or {}).get("content_hash") == digest:
+            return mv
+    return None
+
+
+def _locked(client, name: str, rcfg: RegisterConfig, *, by: str):
+    """The registry lock of `name` (see registry_lock) with the waits from params.yaml."""
+    return registry_lock(client, name, by=by, wait_s=rcfg.lock_wait_s, stale_s=rcfg.lock_stale_s)
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,13 +263,18 @@ def promote(task: str, version: int, *, force: bool = False, params: Path | str 
     _, rcfg, mcfg = _configs(params)
     _, client = _client(mcfg)
     name = rcfg.model_prefix + task
+    with _locked(client, name, rcfg, by=f"promote {task} {version}"):
+        return _promote_locked(client, name, task, int(version), rcfg.alias, force)
+
+
+def _promote_locked(client, name: str, task: str, version: int, alias: str, force: bool) -> str:
     target = store.get_version(client, name, version)
-    current = store.get_alias(client, name, rcfg.alias)
+    current = store.get_alias(client, name, alias)
     if current is not None and int(current.version) == int(version):
-        return f"v{version} already holds {rcfg.alias}"
+        return f"v{version} already holds {alias}"
     by = "promote"
     if current is None:
-        reason = f"promoted v{version} (no {rcfg.alias} before)"
+        reason = f"promoted v{version} (no {alias} before)"
     else:
         _, why = store.compare(target, current)
         t_metric, t_val, t_test = store.score(target)
@@ -232,7 +290,7 @@ def promote(task: str, version: int, *, force: bool = False, params: Path | str 
         if not ok:
             by = "promote --force"
         reason = f"promoted by hand{' (forced)' if not ok else ''}: {why}"
-    store.move_alias(client, name, rcfg.alias, int(version), by=by, reason=reason)
+    store.move_alias(client, name, alias, int(version), by=by, reason=reason)
     return reason
 
 
@@ -241,15 +299,16 @@ def rollback(task: str, *, params: Path | str = DEFAULT_PARAMS) -> int:
     _, rcfg, mcfg = _configs(params)
     _, client = _client(mcfg)
     name = rcfg.model_prefix + task
-    stack = store.holders(store.alias_history(client, name))
-    if len(stack) < 2:
-        raise RuntimeError(
-            f"nothing to roll back for {name}: the {rcfg.alias} alias has no earlier holder "
-            "(see `seqtune registry show TASK`)"
-        )
-    current, target = stack[-1], stack[-2]
-    store.get_version(client, name, target)  # a clear error if that version was deleted
-    store.move_alias(client, name, rcfg.alias, target, by="rollback", reason=f"rolled back from v{current}")
+    with _locked(client, name, rcfg, by=f"rollback {task}"):
+        stack = store.holders(store.alias_history(client, name))
+        if len(stack) < 2:
+            raise RuntimeError(
+                f"nothing to roll back for {name}: the {rcfg.alias} alias has no earlier holder "
+                "(see `seqtune registry show TASK`)"
+            )
+        current, target = stack[-1], stack[-2]
+        store.get_version(client, name, target)  # a clear error if that version was deleted
+        store.move_alias(client, name, rcfg.alias, target, by="rollback", reason=f"rolled back from v{current}")
     return target
 
 

@@ -4,6 +4,7 @@
 #   make serve   import the champions into BentoML and serve them on 127.0.0.1:3000
 #   make bento   build the bento (models + Dockerfile inside)
 #   make bench   the benchmark scripts (print their figures)
+#   make tracking  a shared MLflow server on a project-local PostgreSQL (then MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make run)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -27,7 +28,7 @@ export GIT_AUTHOR_EMAIL ?= seqtune@localhost
 export GIT_COMMITTER_NAME ?= seqtune
 export GIT_COMMITTER_EMAIL ?= seqtune@localhost
 
-.PHONY: install run specialist test test-fast serve bento bench clean java
+.PHONY: install run specialist test test-fast serve bento bench clean java tracking
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +81,12 @@ bento: install
 	seqtune bento import
 	# build context = repo root: the bento carries params.yaml and src/seqtune too
 	bentoml build -f service/bentofile.yaml .
+
+# mlflow server on 127.0.0.1:5000 with a PostgreSQL cluster of the project's own in .tracking/
+# (params.yaml `tracking_server`); Ctrl-C stops both. In another shell:
+#   MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make run
+tracking: install
+	seqtune tracking-server
 
 bench: install
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -115,6 +115,14 @@ def register(params: Path = ParamsOpt):
     _run(stage.main, params=params)
 
 
+@app.command("tracking-server")
+def tracking_server(params: Path = ParamsOpt):
+    """A shared MLflow tracking server on a project-local PostgreSQL (params.yaml tracking_server)."""
+    from seqtune import tracking_server as server
+
+    _run(server.main, params=params)
+
+
 @registry_app.command("list")
 def registry_list(params: Path = ParamsOpt):
     """Every task's registered versions, metrics and aliases."""

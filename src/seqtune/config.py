@@ -130,6 +130,10 @@ class EvaluateConfig(Section):
 class RegisterConfig(Section):
     model_prefix: str = "seqtune-"
     alias: str = "champion"
+    lock_wait_s: float = Field(300.0, gt=0)
+    """How long register/promote/rollback wait for another process changing the same model."""
+    lock_stale_s: float = Field(600.0, gt=0)
+    """A registry lock older than this is taken over (its holder died on another machine)."""
 
 
 class MlflowConfig(Section):
@@ -148,6 +152,18 @@ class ServeConfig(Section):
     decoding: Literal["greedy", "verified"] = "greedy"
 
 
+class TrackingServerConfig(Section):
+    """`seqtune tracking-server` (make tracking): mlflow server on a project-local PostgreSQL."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5000, gt=0, lt=65536)
+    workers: int = Field(2, gt=0)
+    dir: str = ".tracking"
+    """Relative to the repository root: pgdata/ (the database cluster) and artifacts/."""
+    database: str = Field("seqtune", pattern=r"^[a-z_][a-z0-9_]*$")
+    start_timeout_s: float = Field(120.0, gt=0)
+
+
 # `register` is a section name that shadows ABCMeta.register on the class; instances hold the
 # field value in their __dict__, so attribute access is unaffected. Silence the warning.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
@@ -163,6 +179,7 @@ class Params(Section):
     register: RegisterConfig = Field(default_factory=RegisterConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    tracking_server: TrackingServerConfig = Field(default_factory=TrackingServerConfig)
 
     @field_validator("tasks")
     @classmethod

@@ -72,7 +72,7 @@ EOF
         --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
         --change 'CMD ["/bin/bash"]' \
         "$dir/rootfs.tar" "$BASE_IMAGE"
-    rm -f "$dir/rootfs.tar"
+    rm -rf "$dir"  # the root file system tarball and the wheels are in the image now
 }
 
 build() {

@@ -3,6 +3,7 @@
 #   make test    venv + pinned install, then the whole test suite (fast + slow), as CI runs it
 #   make serve   import the champions into BentoML and serve them on 127.0.0.1:3000
 #   make bento   build the bento (models + Dockerfile inside)
+#   make image   the bento as a container image (podman/buildah, no Docker engine); scripts/image.sh run runs it
 #   make bench   the benchmark scripts (print their figures)
 #   make tracking  a shared MLflow server on a project-local PostgreSQL (then MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make run)
 
@@ -28,7 +29,7 @@ export GIT_AUTHOR_EMAIL ?= seqtune@localhost
 export GIT_COMMITTER_NAME ?= seqtune
 export GIT_COMMITTER_EMAIL ?= seqtune@localhost
 
-.PHONY: install run specialist test test-fast serve bento bench clean java tracking
+.PHONY: install run specialist test test-fast serve bento image bench clean java tracking
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -88,8 +89,15 @@ bento: install
 tracking: install
 	seqtune tracking-server
 
+# A local Debian base image (python3.11, JRE, CPU torch), the bento built over it
+# (service/bentofile-image.yaml) and `bentoml containerize --backend buildah`; root, and
+# `apt-get install -y podman buildah mmdebstrap runc`. See scripts/image.sh.
+image: install
+	seqtune bento import
+	PY=$(PY) scripts/image.sh build
+
 bench: install
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf data/* metrics plots mlflow.db mlartifacts bentoml_home
+	rm -rf data/* metrics plots mlflow.db mlartifacts bentoml_home build

@@ -1,0 +1,106 @@
+"""The bento as a container image: built with scripts/image.sh (a local Debian base image,
+`bentoml containerize --backend buildah`), run with podman, called over HTTP.
+
+    .venv/bin/python -m pytest -q tests/test_image.py          # root, podman buildah mmdebstrap runc
+
+Tiny champions (tests/service_stack.py) make the bento, so nothing is trained. The base image
+(localhost/seqtune-base:...) and the test image (localhost/seqtune-test:latest, with its cached
+layers) are kept between runs: the first run builds both, later runs reuse the base image and
+the package-install layer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.service_stack import PARAMS, REPO, free_port, seqtune_cli, tiny_champion
+
+SCRIPT = REPO / "scripts" / "image.sh"
+TOOLS = ("podman", "buildah", "mmdebstrap", "runc")
+APT = "apt-get install -y podman buildah mmdebstrap runc"
+
+
+def _missing() -> str | None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"needs {', '.join(missing)} ({APT})"
+    if os.geteuid() != 0:
+        return "needs root (rootful podman/buildah and mmdebstrap)"
+    return None
+
+
+def _sh(*args: str, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
+    done = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"image.sh {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
+    from seqtune.pipeline.generation import Generator
+    from seqtune.pipeline.registry import register_model
+    from seqtune.tasks import TASK_NAMES, get_task
+
+    monkeypatch.chdir(tmp_path)  # MLflow's artifact folder follows the working directory
+    monkeypatch.delenv("SEQTUNE_PARAMS", raising=False)
+    folders = {}
+    for task in TASK_NAMES:
+        folders[task] = tiny_champion(tiny_model_dir, tmp_path / "models" / task, task)
+        assert register_model(task, folders[task], {get_task(task).primary_metric: 0.0}, params=PARAMS).promoted
+    done = seqtune_cli("bento", "import", "--params", str(PARAMS))
+    assert done.returncode == 0, done.stderr
+
+    port = free_port()
+    env = dict(
+        os.environ,
+        PY=sys.executable,
+        SEQTUNE_IMAGE="localhost/seqtune-test:latest",
+        SEQTUNE_IMAGE_WORK=str(tmp_path / "work"),
+        SEQTUNE_CONTAINER=f"seqtune-test-{os.getpid()}",
+        PORT=str(port),
+    )
+    t0 = time.monotonic()
+    built = _sh("build", env=env, timeout=1500)
+    print(built.stdout[-800:], f"\nbuild {time.monotonic() - t0:.0f} s")
+    inspect = subprocess.run(
+        ["podman", "image", "inspect", env["SEQTUNE_IMAGE"], "--format", "{{.Size}} {{json .Config.Entrypoint}} {{.Config.User}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    size, entrypoint, user = int(inspect[0]), inspect[1], inspect[2]
+    assert "entrypoint.sh" in entrypoint and user == "bentoml", inspect
+    assert size < 3_000_000_000, f"{size / 1e9:.1f} GB: is torch the CUDA build?"
+    # The image's torch is the CPU build from the base image's wheel, not PyPI's CUDA one.
+    torch = subprocess.run(
+        ["podman", "--runtime", "runc", "run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+         "--entrypoint", "/app/.venv/bin/python", env["SEQTUNE_IMAGE"], "-c", "import torch; print(torch.__version__)"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert torch.stdout.strip() == "2.13.0+cpu", torch.stdout + torch.stderr
+
+    try:
+        t1 = time.monotonic()
+        _sh("run", env=env, timeout=420)
+        url = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+        inputs = ["CCO", "c1ccccc1"]
+        res = requests.post(f"{url}/smiles2formula", json={"smiles": [*inputs, "(("]}, timeout=120).json()
+        expected = [p.output for p in Generator.load(folders["smiles2formula"]).predict(inputs)]
+        assert [r["output"] for r in res[:2]] == expected and res[0]["version"] == "1", res
+        assert res[2]["valid"] is False and res[2]["error"], res
+        # OPSIN runs on the image's JVM: `verified` is a bool (None would mean no Java).
+        iupac = requests.post(f"{url}/smiles2iupac", json={"smiles": ["CCO"]}, timeout=120).json()
+        assert iupac[0]["valid"] is True and isinstance(iupac[0]["verified"], bool), iupac
+        print(f"run + requests {time.monotonic() - t1:.0f} s")
+    finally:
+        _sh("stop", env=env, timeout=120)
+    gone = subprocess.run(["podman", "container", "exists", env["SEQTUNE_CONTAINER"]], check=False)
+    assert gone.returncode != 0

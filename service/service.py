@@ -244,9 +244,37 @@ def _model_attr(task: str) -> str:
 
 # One endpoint and one model reference per task, set before BentoML reads the class: the
 # tasks come from params.yaml. `BentoModel` attributes are what `bentoml build` packages.
+def _model_ref(task: str) -> bentoml.models.BentoModel:
+    """The model reference of `task`, checked now: a missing model would otherwise fail at
+    serve time with BentoML's "failed to fetch from remote because No cloud context", and a
+    corrupt one would crash-loop the worker."""
+    from bentoml.exceptions import NotFound
+
+    from seqtune.pipeline.model_files import CorruptModelError, check_weights
+
+    tag = f"{PARAMS.register.model_prefix}{task}:latest"
+    try:
+        stored = bentoml.models.get(tag)
+        # Here, in the `bentoml serve` process: a worker failing to load would be restarted
+        # by BentoML forever, never ready and never exiting.
+        check_weights(Path(stored.path) / HF_SUBDIR)
+    except CorruptModelError as e:
+        raise SystemExit(
+            f"error: the served model {stored.tag} is corrupt: {e}. Delete it (`bentoml models delete "
+            f"{stored.tag}`) and run `seqtune bento import` again"
+        ) from None
+    except NotFound:
+        # SystemExit, not an exception: `bentoml serve` then prints this one line, no traceback.
+        raise SystemExit(
+            f"error: BentoML model {tag} not found in the local store: run `seqtune bento import` "
+            "(it copies each task's MLflow champion into the BentoML store)"
+        ) from None
+    return bentoml.models.BentoModel(tag)
+
+
 for _task in TASKS:
     setattr(Seqtune, _task, _endpoint(_task))
-    setattr(Seqtune, _model_attr(_task), bentoml.models.BentoModel(f"{PARAMS.register.model_prefix}{_task}:latest"))
+    setattr(Seqtune, _model_attr(_task), _model_ref(_task))
 
 Seqtune = bentoml.service(
     name="seqtune",

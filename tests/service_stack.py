@@ -70,15 +70,26 @@ class Stack:
     bentoml_home: Path
 
 
-@contextmanager
-def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None) -> Iterator[Stack]:
-    """Register tiny champions, import them, serve them; stop the server on exit.
-    `empty_mlflow_db`: a migrated empty store to copy (saves the schema migrations)."""
-    import bentoml
-
+def import_tiny_champions(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None) -> dict[str, Path]:
+    """Register a tiny champion per task in `root`/mlflow.db and import them into
+    `root`/bentoml (call with MLFLOW_TRACKING_URI, BENTOML_HOME and cwd pointing there).
+    Returns task -> the champion's model folder."""
     from seqtune.pipeline.registry import register_model
     from seqtune.tasks import TASK_NAMES, get_task
 
+    folders = {}
+    for task in TASK_NAMES:
+        folders[task] = tiny_champion(tiny_model_dir, root / "models" / task, task)
+        res = register_model(task, folders[task], {get_task(task).primary_metric: 0.0}, params=PARAMS)
+        assert res.promoted, res
+    done = seqtune_cli("bento", "import", "--params", str(PARAMS))
+    assert done.returncode == 0, done.stderr
+    return folders
+
+
+@contextmanager
+def tiny_service_env(root: Path, empty_mlflow_db: Path | None = None) -> Iterator[tuple[str, Path]]:
+    """(tracking URI, BentoML home) of `root`, set in the environment (and cwd = root)."""
     uri = f"sqlite:///{root / 'mlflow.db'}"
     if empty_mlflow_db is not None:
         shutil.copy(empty_mlflow_db, root / "mlflow.db")
@@ -90,13 +101,17 @@ def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | No
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.delenv("SEQTUNE_PARAMS", raising=False)
         mp.chdir(root)  # MLflow's artifact folder follows the working directory
-        folders = {}
-        for task in TASK_NAMES:
-            folders[task] = tiny_champion(tiny_model_dir, root / "models" / task, task)
-            res = register_model(task, folders[task], {get_task(task).primary_metric: 0.0}, params=PARAMS)
-            assert res.promoted, res
-        done = seqtune_cli("bento", "import", "--params", str(PARAMS))
-        assert done.returncode == 0, done.stderr
+        yield uri, home
+
+
+@contextmanager
+def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None) -> Iterator[Stack]:
+    """Register tiny champions, import them, serve them; stop the server on exit.
+    `empty_mlflow_db`: a migrated empty store to copy (saves the schema migrations)."""
+    import bentoml
+
+    with tiny_service_env(root, empty_mlflow_db) as (uri, home):
+        folders = import_tiny_champions(root, tiny_model_dir)
         port = free_port()
         with restored_logging():  # an in-process bentoml.serve reconfigures logging
             server = bentoml.serve(SERVICE, working_dir=str(REPO), host="127.0.0.1", port=port)

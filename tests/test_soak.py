@@ -1,0 +1,259 @@
+"""The service under sustained load and faults: a bounded soak at 64 concurrent clients, what
+/readyz says while models load, SIGTERM draining in-flight requests, clear startup errors.
+
+    .venv/bin/python -m pytest -q -s tests/test_soak.py        # prints the soak figures
+    SEQTUNE_SOAK_S=300 .venv/bin/python -m pytest -q -s tests/test_soak.py::test_soak   # longer
+
+A real `bentoml serve` in its own process (so its memory can be read and it can be signalled)
+serving tiny champions; clients are aiohttp coroutines in the test process. The soak mixes
+valid requests, invalid items (a per-item error in a 200), malformed bodies (400), oversized
+bodies (413) and clients that hang up after 20 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.service_stack import READY_TIMEOUT, REPO, SERVICE, free_port, import_tiny_champions, tiny_service_env
+
+CONCURRENCY = 64
+SOAK_S = float(os.environ.get("SEQTUNE_SOAK_S", "60"))
+VALID = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC", "C1CCCCC1", "CC(C)O", "OC(=O)c1ccccc1", "C=CC#N"]
+
+
+def start_server(port: int, log: Path) -> subprocess.Popen:
+    out = open(log, "wb")  # noqa: SIM115 — the child holds it; closed when the test ends
+    return subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", SERVICE, "--working-dir", str(REPO),
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait(timeout=30)
+    return proc.returncode
+
+
+def wait_ready(url: str, proc: subprocess.Popen) -> Counter:
+    """Poll /readyz until 200; returns what it answered before (status codes, 'refused')."""
+    seen: Counter = Counter()
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the server exited while starting"
+        try:
+            code = requests.get(f"{url}/readyz", timeout=5).status_code
+        except requests.ConnectionError:
+            code = "refused"
+        except requests.Timeout:
+            code = "no answer in 5 s"
+        if code == 200:
+            return seen
+        seen[code] += 1
+        time.sleep(0.05)
+    raise TimeoutError("not ready")
+
+
+def tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@pytest.fixture
+def server(tmp_path, tiny_model_dir, empty_mlflow_db):
+    """(url, process, log, champion folders) of a running server of tiny champions."""
+    with tiny_service_env(tmp_path, empty_mlflow_db):
+        folders = import_tiny_champions(tmp_path, tiny_model_dir)
+        port = free_port()
+        log = tmp_path / "server.log"
+        proc = start_server(port, log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            before_ready = wait_ready(url, proc)
+            yield url, proc, log, folders, before_ready
+        finally:
+            stop_server(proc)
+
+
+async def _client(session, url: str, stop_at: float, rng: random.Random, stats: dict) -> None:
+    import aiohttp
+
+    while time.monotonic() < stop_at:
+        kind = rng.choices(["valid", "bad_items", "malformed", "oversized", "hangup"], [70, 10, 8, 4, 8])[0]
+        headers = {"content-type": "application/json"}
+        if kind == "valid":
+            body = json.dumps({"smiles": rng.sample(VALID, rng.randint(1, 4))})
+        elif kind == "bad_items":
+            body = json.dumps({"smiles": ["((", "C1CC", "Xx", rng.choice(VALID)]})  # per-item errors
+        elif kind == "malformed":
+            body = rng.choice(['{"smiles": ', '[1, 2]', '{"smile": ["CCO"]}', 'not json', '{"smiles": "CCO"}'])
+        elif kind == "oversized":
+            body = json.dumps({"smiles": ["C" * 250] * 2000})
+        else:
+            body = json.dumps({"smiles": rng.sample(VALID, 4)})
+        t0 = time.perf_counter()
+        try:
+            timeout = aiohttp.ClientTimeout(total=0.02 if kind == "hangup" else 120)
+            async with session.post(f"{url}/smiles2formula", data=body, headers=headers, timeout=timeout) as r:
+                await r.read()
+                stats["status"][(kind, r.status)] += 1
+                if kind in ("valid", "bad_items") and r.status == 200:
+                    stats["latency"].append(time.perf_counter() - t0)
+        except (asyncio.TimeoutError, aiohttp.ServerDisconnectedError):
+            if kind != "hangup":
+                stats["status"][(kind, "client error")] += 1
+            else:
+                stats["status"][(kind, "hung up")] += 1
+        except aiohttp.ClientError as e:
+            stats["status"][(kind, type(e).__name__)] += 1
+
+
+async def _soak(url: str, seconds: float, pid: int) -> dict:
+    import aiohttp
+
+    stats: dict = {"status": Counter(), "latency": [], "rss": []}
+    stop_at = time.monotonic() + seconds
+
+    async def sample_rss():
+        while time.monotonic() < stop_at:
+            stats["rss"].append((time.monotonic(), tree_rss(pid)))
+            await asyncio.sleep(1.0)
+
+    conn = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        await asyncio.gather(sample_rss(), *(_client(session, url, stop_at, random.Random(i), stats)
+                                             for i in range(CONCURRENCY)))
+    return stats
+
+
+def _items_done(url: str) -> int:
+    return requests.post(f"{url}/stats", json={}, timeout=10).json()["tasks"]["smiles2formula"]["items"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_soak(server):
+    url, proc, _, _, before_ready = server
+    # Warm up (first calls allocate caches), then soak.
+    for _ in range(20):
+        assert requests.post(f"{url}/smiles2formula", json={"smiles": VALID}, timeout=60).status_code == 200
+    t0 = time.monotonic()
+    stats = asyncio.run(_soak(url, SOAK_S, proc.pid))
+    elapsed = time.monotonic() - t0
+    status = stats["status"]
+    n = sum(status.values())
+    server_errors = {k: v for k, v in status.items() if isinstance(k[1], int) and k[1] >= 500}
+    assert not server_errors, f"5xx under load: {server_errors}"
+    expected = {"valid": 200, "bad_items": 200, "malformed": 400, "oversized": 413}
+    wrong = {k: v for k, v in status.items() if k[0] in expected and k[1] != expected[k[0]]}
+    assert not wrong, f"unexpected answers: {wrong} (all: {dict(status)})"
+    assert proc.poll() is None, "the server died under load"
+
+    # Memory: the mean of the first vs the last sampled window (a fifth of the soak each).
+    rss = [r for _, r in stats["rss"]]
+    k = max(1, len(rss) // 5)
+    first, last = sum(rss[:k]) / k, sum(rss[-k:]) / k
+    growth = (last - first) / first
+    assert growth < 0.10, f"RSS grew {growth:.1%}: {first / 2**20:.0f} -> {last / 2**20:.0f} MiB"
+
+    # Hung-up clients leave no work behind: the server goes idle right after the soak.
+    done = _items_done(url)
+    time.sleep(3)
+    assert _items_done(url) == done, "the server kept generating after every client was gone"
+
+    lat = sorted(stats["latency"])
+    p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+    print(f"\nsoak: {n} requests in {elapsed:.0f} s at {CONCURRENCY} concurrent ({n / elapsed:.0f} req/s), 0 5xx; "
+          f"answers {dict(sorted(((f'{a}:{b}'), c) for (a, b), c in status.items()))}; "
+          f"latency of answered valid requests p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
+          f"server RSS {first / 2**20:.0f} -> {last / 2**20:.0f} MiB ({growth:+.1%}); "
+          f"/readyz before ready: {dict(before_ready)}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigterm_drains_in_flight_requests(server):
+    """SIGTERM while requests are being answered: every one of them still gets its answer,
+    then the server exits cleanly."""
+    import concurrent.futures
+
+    url, proc, log, _, _ = server
+    big = {"smiles": [random.Random(i).choice(VALID) + "C" * (i % 7) for i in range(64)]}
+
+    def call(_):
+        r = requests.post(f"{url}/smiles2formula", json=big, timeout=300)
+        return r.status_code, len(r.json()) if r.status_code == 200 else r.text
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        futures = [pool.submit(call, i) for i in range(24)]
+        # Until the server has started on them (a batch done), then signal it mid-work.
+        deadline = time.monotonic() + 60
+        while _items_done(url) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        in_flight = sum(not f.done() for f in futures)
+        os.killpg(proc.pid, signal.SIGTERM)
+        results = [f.result(timeout=300) for f in futures]
+    rc = proc.wait(timeout=120)
+    assert in_flight > 0, "nothing was in flight when SIGTERM came: the test proves nothing"
+    assert results == [(200, 64)] * 24, results
+    assert rc == 0, f"exit code {rc}; log:\n{log.read_text()[-3000:]}"
+    print(f"\nSIGTERM with {in_flight} of 24 requests in flight: all 24 answered (64 items each), exit 0")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_startup_errors_name_the_problem(tmp_path, tiny_model_dir, empty_mlflow_db):
+    """A missing champion and a corrupt one: the server exits (it does not hang or serve) and
+    its log says which model and what to run."""
+    import bentoml
+
+    with tiny_service_env(tmp_path, empty_mlflow_db) as (_, home):
+        # Missing: an empty BentoML home.
+        port = free_port()
+        proc = start_server(port, tmp_path / "missing.log")
+        rc = proc.wait(timeout=READY_TIMEOUT)
+        text = (tmp_path / "missing.log").read_text()
+        assert rc != 0 and "not found in the local store: run `seqtune bento import`" in text, text[-3000:]
+        assert "Traceback" not in text, text[-3000:]
+
+        # Corrupt: the imported champion's weights truncated.
+        import_tiny_champions(tmp_path, tiny_model_dir)
+        stored = bentoml.models.get("seqtune-smiles2formula:latest")
+        weights = next(Path(stored.path).rglob("model.safetensors"))
+        weights.write_bytes(weights.read_bytes()[:1000])
+        proc = start_server(free_port(), tmp_path / "corrupt.log")
+        rc = proc.wait(timeout=READY_TIMEOUT)
+        text = (tmp_path / "corrupt.log").read_text()
+        assert rc != 0 and str(weights) in text and "bentoml models delete" in text, text[-3000:]
+        assert "Traceback" not in text, text[-3000:]
+        assert home.exists()

@@ -106,16 +106,28 @@ def test_predict_without_champion_says_what_to_do():
         main("smiles2formula", ["CCO"], params=PARAMS)
 
 
-def test_service_module_does_not_import_mlflow():
+# ---------------------------------------------------------------------------------------
+# slow: the real server
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+def test_service_module_does_not_import_mlflow(stack):
     # A container serves from the BentoML store alone: the service must not need MLflow.
+    # (The module checks its models on import, hence the stack's BentoML home.)
     code = "import sys; import service.service; print('mlflow' in sys.modules, service.service.TASKS)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "BENTOML_HOME": str(stack.bentoml_home)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "False", out.stdout
 
 
-# ---------------------------------------------------------------------------------------
-# slow: the real server
+def test_importing_the_service_without_models_says_what_to_run(tmp_path):
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "empty")}
+    out = subprocess.run([sys.executable, "-c", "import service.service"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert "not found in the local store: run `seqtune bento import`" in out.stderr, out.stderr
 
 
 @pytest.mark.slow

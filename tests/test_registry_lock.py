@@ -152,3 +152,25 @@ def test_a_register_killed_before_its_decision_is_decided_by_the_rerun(client, p
     registry.rollback("smiles2formula", params=params)
     again = registry.register_model("smiles2formula", *better, params=params)
     assert not again.promoted and again.champion == first.version, "a re-run undid a rollback"
+
+
+def test_a_lock_released_while_the_store_reports_the_conflict_is_retried(client, monkeypatch):
+    """MLflow's create answers a unique-name conflict by re-reading the row; when the holder
+    released it in between, the create fails with RESOURCE_DOES_NOT_EXIST (seen in CI). That
+    means the lock is free: the waiter must retry, not crash."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    real = client.create_registered_model
+    calls = {"n": 0}
+
+    def racy(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise MlflowException("Registered Model with name=x.lock not found", error_code=RESOURCE_DOES_NOT_EXIST)
+        return real(*a, **k)
+
+    monkeypatch.setattr(client, "create_registered_model", racy)
+    with registry_lock(client, NAME, by="me", wait_s=5, stale_s=600):
+        assert held(client)
+    assert calls["n"] == 2 and not held(client)

@@ -129,7 +129,9 @@ def registry_lock(client, name: str, *, by: str, wait_s: float, stale_s: float) 
             )
             break
         except Exception as e:  # noqa: BLE001
-            if _error_code(e) != "RESOURCE_ALREADY_EXISTS":
+            # RESOURCE_DOES_NOT_EXIST from a create: the store's insert hit the holder's row,
+            # then its own re-read found it gone (released in between): free again, retry.
+            if _error_code(e) not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         seen = _holder(client, lock)
         if seen is not None:

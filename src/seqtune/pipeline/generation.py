@@ -71,8 +71,11 @@ class Prediction:
 class Generator:
     """A model + tokenizer + the task and format it was trained for."""
 
-    def __init__(self, model, tokenizer, *, task: str, fmt: str, max_new_tokens: int = 96, batch_size: int = 32):
+    def __init__(self, model, tokenizer, *, task: str, fmt: str, max_new_tokens: int = 96, batch_size: int = 32,
+                 drop_finished: bool = True):
         self.model = model.eval()
+        self.drop_finished = drop_finished
+        """Greedy decoding by `_greedy` (rows leave the batch at EOS) instead of `model.generate`."""
         self.tokenizer = tokenizer
         self.task = get_task(task)
         self.format = fmt
@@ -116,6 +119,14 @@ class Generator:
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            if self.drop_finished and num_beams == 1 and num_return_sequences == 1:
+                with autocast:
+                    rows = self._greedy(enc["input_ids"], enc["attention_mask"])
+                texts = [parse_completion(self.format, self.task, t)
+                         for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+                for j, i in enumerate(idx):
+                    out[i] = [texts[j]]
+                continue
             with autocast:
                 gen = self.model.generate(
                     **enc,
@@ -135,6 +146,43 @@ class Generator:
             for j, i in enumerate(idx):
                 out[i] = texts[j * num_return_sequences : (j + 1) * num_return_sequences]
         return out
+
+    def _greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
+        """Greedy decoding of a left-padded batch in which a row leaves the batch (and its KV
+        cache rows are dropped) as soon as it emits EOS. `model.generate` keeps finished rows
+        computing until the longest one ends; with outputs of varied length that is most of
+        the decode work. Same model calls otherwise: position ids from the attention mask,
+        logits only for the last position."""
+        from transformers import DynamicCache
+
+        eos = self.tokenizer.eos_token_id
+        n = input_ids.shape[0]
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        alive = torch.arange(n, device=input_ids.device)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        last_pos = positions[:, -1]
+        for step in range(self.max_new_tokens):
+            nxt = logits[:, -1, :].argmax(-1)
+            done = nxt == eos
+            for row, tok in zip(alive.tolist(), nxt.tolist()):
+                if tok != eos:
+                    tokens[row].append(tok)
+            if step == self.max_new_tokens - 1:
+                break
+            if bool(done.any()):
+                keep = (~done).nonzero().squeeze(-1)
+                if keep.numel() == 0:
+                    break
+                cache.batch_select_indices(keep)
+                alive, nxt, attention_mask, last_pos = alive[keep], nxt[keep], attention_mask[keep], last_pos[keep]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=1)
+            last_pos = last_pos + 1
+            logits = self.model(input_ids=nxt[:, None], attention_mask=attention_mask, position_ids=last_pos[:, None],
+                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        return tokens
 
     def predict(self, sources: Sequence[str], *, decoding: str = "greedy", num_beams: int = 4) -> list[Prediction]:
         """One prediction per source. `verified` decoding keeps the first of `num_beams`

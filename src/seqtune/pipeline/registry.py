@@ -118,10 +118,10 @@ def _primary(task: str, metrics: dict[str, Any]) -> tuple[str, float]:
     return name, value
 
 
-# Tags that describe an evaluation rather than the model: a re-evaluation of the same folder
-# (e.g. another evaluate.n_eval) updates them on the existing version.
 DECISION_TAG = "alias_decision"
 """Version tag: why the alias moved to this version or stayed (set once, under the lock)."""
+# Tags that describe an evaluation rather than the model: a re-evaluation of the same folder
+# (e.g. another evaluate.n_eval) updates them on the existing version.
 _SCORE_TAGS = ("primary_metric", "primary_metric_value", "test_hash", "eval_hash", "decoding", "n_eval")
 
 
@@ -189,7 +189,8 @@ def register_model(
     with store.start_model_run(model_dir, run_name=f"register-{task}") as run:
         mlflow.log_metrics({f"eval.{k}": v for k, v in store.flat_metrics(metrics).items()})
         # Uploading the model is the slow part: done before taking the lock, so a concurrent
-        # register of another task's model or a promote never waits for it.
+        # register of another task's model or a promote never waits for it. The served default
+        # is the decoding the metrics were measured with.
         info = pyfunc.log_model(
             model_dir,
             decoding=str(metrics.get("decoding") or EvaluateConfig().decoding),

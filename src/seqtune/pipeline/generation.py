@@ -74,8 +74,8 @@ class Generator:
     def __init__(self, model, tokenizer, *, task: str, fmt: str, max_new_tokens: int = 96, batch_size: int = 32,
                  drop_finished: bool = True):
         self.model = model.eval()
+        # Greedy decoding by `_greedy` (rows leave the batch at EOS) instead of `model.generate`.
         self.drop_finished = drop_finished
-        """Greedy decoding by `_greedy` (rows leave the batch at EOS) instead of `model.generate`."""
         self.tokenizer = tokenizer
         self.task = get_task(task)
         self.format = fmt

@@ -53,6 +53,15 @@ def stop_server(proc: subprocess.Popen) -> int:
     return proc.returncode
 
 
+def exit_code(proc: subprocess.Popen, timeout: float = READY_TIMEOUT) -> int:
+    """The server's exit code; a server still running after `timeout` is stopped and fails."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_server(proc)
+        pytest.fail(f"the server did not exit within {timeout} s (it should have refused to start)")
+
+
 def wait_ready(url: str, proc: subprocess.Popen) -> Counter:
     """Poll /readyz until 200; returns what it answered before (status codes, 'refused')."""
     seen: Counter = Counter()
@@ -239,7 +248,7 @@ def test_startup_errors_name_the_problem(tmp_path, tiny_model_dir, empty_mlflow_
         # Missing: an empty BentoML home.
         port = free_port()
         proc = start_server(port, tmp_path / "missing.log")
-        rc = proc.wait(timeout=READY_TIMEOUT)
+        rc = exit_code(proc)
         text = (tmp_path / "missing.log").read_text()
         assert rc != 0 and "not found in the local store: run `seqtune bento import`" in text, text[-3000:]
         assert "Traceback" not in text, text[-3000:]
@@ -251,7 +260,7 @@ def test_startup_errors_name_the_problem(tmp_path, tiny_model_dir, empty_mlflow_
         (weights,) = (home / "models" / "seqtune-smiles2formula").glob("*/hf/model.safetensors")
         weights.write_bytes(weights.read_bytes()[:1000])
         proc = start_server(free_port(), tmp_path / "corrupt.log")
-        rc = proc.wait(timeout=READY_TIMEOUT)
+        rc = exit_code(proc)
         text = (tmp_path / "corrupt.log").read_text()
         assert rc != 0 and str(weights) in text and "bentoml models delete" in text, text[-3000:]
         assert "Traceback" not in text, text[-3000:]

@@ -26,42 +26,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-
-FRAGMENTS = ["C", "CC", "O", "N", "c1ccccc1", "C(=O)O", "Cl", "F", "C(C)", "S", "C(=O)N", "OC", "c1ccncc1", "Br"]
-
-
-def molecules(n: int) -> list[str]:
-    import random
-
-    from seqtune.chem import canonical_smiles
-
-    rng, out = random.Random(0), {}
-    while len(out) < n:
-        s = canonical_smiles("".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(2, 8))))
-        if s:
-            out[s] = None
-    return list(out)
-
-
-def base_model(work: Path) -> Path:
-    import json
-
-    from seqtune.io import write_json
-    from seqtune.pipeline.models import BASE_MODEL_CARD, resolve
-
-    project = REPO / "data" / "base_model"
-    if (project / BASE_MODEL_CARD).exists() and json.loads((project / BASE_MODEL_CARD).read_text())["name"] == "smollm2-135m":
-        return project
-    card = resolve("smollm2-135m", work / "base", downloads=REPO / "data" / "downloads")
-    write_json(work / "base" / BASE_MODEL_CARD, card)
-    return work / "base"
-
+sys.path.insert(0, str(REPO / "bench"))
 
 def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from seqtune.pipeline.generation import Generator
+    from train_throughput import base_model, molecules  # the same model resolution and molecules
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=64)
@@ -71,10 +43,10 @@ def main() -> None:
     a = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = base_model(Path(tmp))
+        folder = base_model("smollm2-135m", Path(tmp))
         model = AutoModelForCausalLM.from_pretrained(folder).eval()
         tok = AutoTokenizer.from_pretrained(folder)
-    sources = molecules(a.items)
+    sources = molecules(a.items, seed=0)
     kw = dict(task="smiles2iupac", fmt="chat", max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
     fast, ref = Generator(model, tok, drop_finished=True, **kw), Generator(model, tok, drop_finished=False, **kw)
     fast.generate(sources[:2])  # warm-up

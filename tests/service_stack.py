@@ -125,23 +125,36 @@ def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | No
             server.stop()
 
 
+def start_serve(target: str, env: dict[str, str], *, port: int, log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """`bentoml serve <target>` on 127.0.0.1:`port` in its own process group, output in `log`
+    (`target`: a bento tag, or `service.service:Seqtune` with `cwd` = the repository)."""
+    args = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    if cwd is not None:
+        args += ["--working-dir", str(cwd)]
+    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_serve(proc: subprocess.Popen, timeout: float = 30) -> int:
+    """SIGTERM the server's whole process group (SIGKILL after `timeout`); its exit code."""
+    import signal
+
+    if proc.poll() is not None:
+        return proc.returncode
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=30)
+
+
 @contextmanager
 def bento_server(tag: str, env: dict[str, str], *, port: int, log: Path) -> Iterator[str]:
     """`bentoml serve <tag>` as a subprocess (its own BentoML home in `env`), output in `log`;
     its whole process group is killed on exit."""
-    import signal
-
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    proc = start_serve(tag, env, port=port, log=log)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_serve(proc)

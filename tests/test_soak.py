@@ -18,39 +18,18 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.service_stack import READY_TIMEOUT, REPO, SERVICE, free_port, import_tiny_champions, tiny_service_env
+from tests.service_stack import (READY_TIMEOUT, REPO, SERVICE, free_port, import_tiny_champions, start_serve,
+                                 stop_serve, tiny_service_env)
 
 CONCURRENCY = 64
 SOAK_S = float(os.environ.get("SEQTUNE_SOAK_S", "40"))
 VALID = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC", "C1CCCCC1", "CC(C)O", "OC(=O)c1ccccc1", "C=CC#N"]
-
-
-def start_server(port: int, log: Path) -> subprocess.Popen:
-    out = open(log, "wb")  # noqa: SIM115 — the child holds it; closed when the test ends
-    return subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", SERVICE, "--working-dir", str(REPO),
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
-def stop_server(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            return proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            return proc.wait(timeout=30)
-    return proc.returncode
 
 
 def exit_code(proc: subprocess.Popen, timeout: float = READY_TIMEOUT) -> int:
@@ -58,7 +37,7 @@ def exit_code(proc: subprocess.Popen, timeout: float = READY_TIMEOUT) -> int:
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop_server(proc)
+        stop_serve(proc)
         pytest.fail(f"the server did not exit within {timeout} s (it should have refused to start)")
 
 
@@ -105,13 +84,13 @@ def server(tmp_path, tiny_model_dir, empty_mlflow_db):
         folders = import_tiny_champions(tmp_path, tiny_model_dir)
         port = free_port()
         log = tmp_path / "server.log"
-        proc = start_server(port, log)
+        proc = start_serve(SERVICE, os.environ.copy(), port=port, log=log, cwd=REPO)
         url = f"http://127.0.0.1:{port}"
         try:
             before_ready = wait_ready(url, proc)
             yield url, proc, log, folders, before_ready
         finally:
-            stop_server(proc)
+            stop_serve(proc)
 
 
 async def _client(session, url: str, stop_at: float, rng: random.Random, stats: dict) -> None:
@@ -247,7 +226,7 @@ def test_startup_errors_name_the_problem(tmp_path, tiny_model_dir, empty_mlflow_
     with tiny_service_env(tmp_path, empty_mlflow_db) as (_, home):
         # Missing: an empty BentoML home.
         port = free_port()
-        proc = start_server(port, tmp_path / "missing.log")
+        proc = start_serve(SERVICE, os.environ.copy(), port=port, log=tmp_path / "missing.log", cwd=REPO)
         rc = exit_code(proc)
         text = (tmp_path / "missing.log").read_text()
         assert rc != 0 and "not found in the local store: run `seqtune bento import`" in text, text[-3000:]
@@ -259,7 +238,7 @@ def test_startup_errors_name_the_problem(tmp_path, tiny_model_dir, empty_mlflow_
         # the home of an earlier test (BentoML fixes the store path at first use).
         (weights,) = (home / "models" / "seqtune-smiles2formula").glob("*/hf/model.safetensors")
         weights.write_bytes(weights.read_bytes()[:1000])
-        proc = start_server(free_port(), tmp_path / "corrupt.log")
+        proc = start_serve(SERVICE, os.environ.copy(), port=free_port(), log=tmp_path / "corrupt.log", cwd=REPO)
         rc = exit_code(proc)
         text = (tmp_path / "corrupt.log").read_text()
         assert rc != 0 and str(weights) in text and "bentoml models delete" in text, text[-3000:]

@@ -15,12 +15,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from seqtune.config import TrackingServerConfig
-from tests.conftest import REPO
+from tests.kill_harness import make_repo
 from tests.service_stack import free_port
-from tests.test_pipeline import TINY_PARAMS, _sh, _write_params
+from tests.test_pipeline import TINY_PARAMS, _sh
 from tests.test_registry_race import NAME, run_contention
 
 
@@ -89,17 +88,8 @@ def test_registry_contention_through_the_server(server, tmp_path, tiny_model_dir
 @pytest.mark.timeout(1200)
 def test_pipeline_runs_against_the_server(server, tmp_path, monkeypatch):
     url, base = server
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for f in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / f, repo / f)
-    _write_params(repo, {**TINY_PARAMS, "register": {"model_prefix": "team-"}})
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    raw["tasks"] = ["smiles2formula"]  # RDKit only: no Java, and one task is enough here
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    _sh(["git", "init", "-q"], repo)
-    _sh(["dvc", "init", "-q"], repo)
+    # One task (RDKit only: no Java) is enough here.
+    repo = make_repo(tmp_path / "repo", {**TINY_PARAMS, "tasks": ["smiles2formula"], "register": {"model_prefix": "team-"}})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     _sh(["dvc", "repro"], repo)
 

@@ -288,3 +288,28 @@ def test_report_from_real_runs(project, monkeypatch, empty_mlflow_db):
     assert again.split("## Summary")[1] == full.split("## Summary")[1]
     assert all(not exp.tasks for exp in plan(["data_size", "format"], sweeps_path=root / "sweeps.yaml", params=params,
                                               runs=collect_runs(params, records)))
+
+
+def test_a_run_older_than_a_key_matches_that_keys_default_only():
+    """A committed run record predates `molecules.max_record_chars`: it ran as the default
+    does, so it must still match a point at the default (it did not: the specialist report
+    lost its smiles2iupac run) and never a point that sets the key to something else."""
+    import pandas as pd
+
+    from seqtune.config import Params
+    from seqtune.experiments.runs import match_run, signature
+
+    p = Params(tasks=["smiles2formula"])
+    sig = signature(p)
+    row = {**sig, "tags.seqtune.task": "smiles2formula", "metrics.eval.exact_match": 0.25}
+    del row["params.molecules.max_record_chars"]
+    runs = pd.DataFrame([row])
+    assert match_run(runs, sig, "smiles2formula") is not None
+    other = signature(Params(tasks=["smiles2formula"], molecules={"max_record_chars": 500}))
+    assert match_run(runs, other, "smiles2formula") is None
+    # a key the run did log still decides: another learning rate is another run
+    lr = signature(Params(tasks=["smiles2formula"], train={"learning_rate": 1e-4}))
+    assert match_run(runs, lr, "smiles2formula") is None
+    # evaluation tags are not defaulted: a run evaluated with unknown settings never matches
+    del row["tags.evaluate.decoding"]
+    assert match_run(pd.DataFrame([row]), sig, "smiles2formula") is None

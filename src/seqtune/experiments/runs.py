@@ -7,7 +7,10 @@ only when every setting that can change a result is equal: the molecules, data, 
 and train sections as the training logged them (params), and the evaluation settings as the
 evaluation tagged them. Matching on the overrides alone is not enough: a run that differs in
 a key the point does not mention (another format, say) would be taken for it. Bookkeeping
-keys (worker counts, logging and checkpoint intervals) never decide a match.
+keys (worker counts, logging and checkpoint intervals) never decide a match. A key a run did
+not log because its code predates the key (`molecules.max_record_chars`, say, for a run
+record committed before it existed) counts as that key's default: a new key's default keeps
+the behaviour that came before it, so the old run matches a point at the default only.
 """
 
 from __future__ import annotations
@@ -34,6 +37,17 @@ def signature(p: Params) -> dict[str, str]:
     return sig
 
 
+def _key_defaults() -> dict[str, str]:
+    """`signature` of the defaults: what a run whose code lacked a key ran as."""
+    return {col: v for col, v in signature(Params()).items() if col.startswith("params.")}
+
+
+def _same(row, col: str, value: str, defaults: dict[str, str]) -> bool:
+    if present(row.get(col)):
+        return str(row.get(col)) == value
+    return defaults.get(col) == value
+
+
 def collect_runs(params: Path | str | Params = DEFAULT_PARAMS, records: Path | str | None = None):
     """Every training run of the experiment, newest first, with its params, tags and
     metrics (a pandas DataFrame in `mlflow.search_runs` form); with `records`, also the runs
@@ -56,7 +70,8 @@ def match_run(runs, sig: dict[str, str], task: str):
     if runs is None or runs.empty or "tags.seqtune.task" not in runs or primary not in runs:
         return None
     cand = runs[(runs["tags.seqtune.task"] == task) & runs[primary].notna()]
+    defaults = _key_defaults()
     for _, row in cand.iterrows():  # newest first
-        if all(present(row.get(col)) and str(row.get(col)) == value for col, value in sig.items()):
+        if all(_same(row, col, value, defaults) for col, value in sig.items()):
             return row
     return None

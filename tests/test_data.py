@@ -173,3 +173,24 @@ def test_bad_inputs_are_clear_errors(workdir, params_file):
     with pytest.raises(FileNotFoundError, match="seqtune molecules"):
         build("smiles2formula", params_file, n_train=5, n_test=3)
     assert not paths.dataset_dir("smiles2formula").exists()
+
+
+def test_size_balanced_sample_gives_every_size_its_share_and_keeps_the_test_set(workdir, params_file):
+    """`data.sample: size_balanced` deals train molecules round-robin over heavy-atom counts;
+    a larger n_train still only adds, and the test set is the hash-order one."""
+    _, test_hash, s_hash = build("smiles2formula", params_file, n_train=40, n_test=10)
+    small, test_small, s_small = build("smiles2formula", params_file, n_train=20, n_test=10, sample="size_balanced")
+    train, test, stats = build("smiles2formula", params_file, n_train=40, n_test=10, sample="size_balanced")
+    pd.testing.assert_frame_equal(test, test_hash)  # the test set is never resampled
+    assert stats["test_hash"] == s_hash["test_hash"] and stats["sample"] == "size_balanced"
+    pd.testing.assert_frame_equal(train.head(20), small)  # growing n_train adds
+    # Every size that has molecules left gets the same count (to one molecule), which
+    # hash order does not do for this source.
+    mols = pd.read_parquet(paths.MOLECULES / "molecules.parquet")
+    available = mols[mols.split == "train"].heavy_atoms.value_counts()
+    counts = train.heavy_atoms.value_counts()
+    level = counts.max()
+    assert all(counts.get(size, 0) >= min(n, level - 1) for size, n in available.items())
+    assert stats["train_heavy_atoms"] == {str(k): int(v) for k, v in sorted(counts.items())}
+    hash_counts = pd.Series(s_hash["train_heavy_atoms"])
+    assert len(counts) > len(hash_counts) or counts.max() < hash_counts.max()

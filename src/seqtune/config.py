@@ -69,6 +69,11 @@ class DataConfig(Section):
     n_test: int = Field(1000, gt=0)
     """Test examples per task; the same set for every n_train."""
     format: Literal["plain", "instruction", "chat", "atoms"] = "instruction"
+    sample: Literal["hash", "size_balanced"] = "hash"
+    """Which train molecules: `hash`, the first in hash order (the source's own size mix);
+    `size_balanced`, round-robin over heavy-atom counts, so every size gets an equal share
+    until it runs out (a model trained on BRICS fragments, 93% of >= 9 heavy atoms, learned
+    that prior and named no test molecule of <= 8 atoms). The test set is never resampled."""
     workers: int = Field(2, ge=1)
     chunk_size: int = Field(512, gt=0)
 

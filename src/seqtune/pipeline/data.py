@@ -3,9 +3,10 @@
     seqtune data smiles2iupac        # or: dvc repro data@smiles2iupac
 
 Reads `data/molecules/molecules.parquet` (sorted by split hash) and labels train-split
-molecules in that order, chunk by chunk, until `data.n_train` are kept, then test-split
-molecules until `data.n_test` are kept. So the train set for n_train=1000 is a prefix of the
-one for n_train=3000, and every n_train shares the same test set.
+molecules in that order (or, with `data.sample: size_balanced`, dealt round-robin over
+heavy-atom counts), chunk by chunk, until `data.n_train` are kept, then test-split
+molecules in hash order until `data.n_test` are kept. So the train set for n_train=1000 is a
+prefix of the one for n_train=3000, and every n_train and sample shares the same test set.
 
 Writes `data/datasets/<task>/{train,test}.parquet` (source, target, smiles, inchikey,
 heavy_atoms, prompt, completion) and `stats.json` (format, counts kept/dropped by reason,
@@ -181,6 +182,19 @@ def _length_stats(values: list[int]) -> dict:
     return {"min": int(s.min()), "mean": round(float(s.mean()), 2), "p95": int(s.quantile(0.95)), "max": int(s.max())}
 
 
+def train_order(mols: pd.DataFrame, sample: str) -> pd.DataFrame:
+    """Train molecules in the order `collect` takes them (`data.sample`).
+
+    `size_balanced` deals them out round-robin over heavy-atom counts, smallest first, each
+    count in hash order: any prefix holds every size equally (to one molecule) until a size
+    runs out, and a larger n_train still only adds (each size's share is a hash-order prefix
+    that grows)."""
+    if sample == "hash":
+        return mols
+    rank = mols.groupby("heavy_atoms", sort=False).cumcount()
+    return mols.assign(_rank=rank).sort_values(["_rank", "heavy_atoms"], kind="stable").drop(columns="_rank")
+
+
 def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) -> dict:
     """Run the stage for `task`; returns the stats written to stats.json."""
     cfg: DataConfig = load_section("data", params)
@@ -197,7 +211,8 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
     cache = LabelCache(paths.LABEL_CACHE / "labels.sqlite", labeller.name, version) if use_cache else None
     start = time.perf_counter()
     try:
-        train, drop_train, tim_train = collect(mols[mols.split == "train"], cfg.n_train, t, cfg, cache, desc=f"{task} train")
+        train_mols = train_order(mols[mols.split == "train"], cfg.sample)
+        train, drop_train, tim_train = collect(train_mols, cfg.n_train, t, cfg, cache, desc=f"{task} train")
         test, drop_test, tim_test = collect(mols[mols.split == "test"], cfg.n_test, t, cfg, cache, desc=f"{task} test")
     finally:
         if cache:
@@ -225,6 +240,9 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
         "format": cfg.format,
         "label_version": version,
         "n_train_requested": cfg.n_train,
+        "sample": cfg.sample,
+        # the train set's size mix: what `data.sample` chose (a model learns this prior)
+        "train_heavy_atoms": {str(k): v for k, v in sorted(Counter(r["heavy_atoms"] for r in train).items())},
         "n_test_requested": cfg.n_test,
         "train": len(train),
         "test": len(test),

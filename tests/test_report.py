@@ -11,9 +11,11 @@ import re
 import pytest
 import yaml
 
+from seqtune.config import ConfigError
 from seqtune.experiments.cost import model_params
 from seqtune.experiments.evidence import RunEvidence, bound_se, change, paired, size_bins
 from seqtune.tracking import RESUMED_TAG
+from tests.conftest import REPO
 from seqtune.experiments.verdicts import EpochCurve, epoch_verdict, plateau_epoch, spread_verdict, train_seconds, trend_verdict
 
 TASK = "smiles2formula"
@@ -88,6 +90,84 @@ def test_a_resumed_runs_train_seconds_are_marked():
     v = spread_verdict(TASK, [("plain", _ev([0.0] * N, [0.3] * N)), ("chat", _ev([0.0] * N, [0.7] * N))], "data.format")
     assert "Train s: plain –, chat –." in v.text  # no row: no seconds, not a made-up number
     assert train_seconds(fresh) == "903" and train_seconds(resumed) == "210 (after resume at step 300)"
+
+
+def test_quality_against_time_places_each_epoch_at_its_share_of_the_runs_hours(tmp_path):
+    from types import SimpleNamespace
+
+    from seqtune.experiments.report import Section, _hours_block
+
+    fast = _ev([0.0] * 50 + [1.0] * 50, [0.7] * N, run_id="f" * 32)
+    fast.row = {"metrics.train_runtime": 1800.0, "params.bf16": "True", "metrics.train_tokens_per_s": 300.0}
+    fast.history = {"val_exact_match": {1: 0.1, 2: 0.4}, "val_element_accuracy": {1: 0.5, 2: 0.7}}
+    slow = _ev([0.0] * 80 + [1.0] * 20, [0.5] * N, run_id="s" * 32)
+    slow.row = {"metrics.train_runtime": 7200.0, "params.bf16": "False"}
+    slow.history = {"val_exact_match": {1: 0.05, 2: 0.2}}
+    two_epochs = SimpleNamespace(train=SimpleNamespace(epochs=2, val_size=64))
+    sec = Section("by_time", "More time helps.")
+    _hours_block(TASK, [("long", slow, two_epochs), ("short", fast, two_epochs)], sec, tmp_path)
+    rows = [ln for ln in sec.lines if ln.startswith("| short") or ln.startswith("| long")]
+    # Fewer training seconds first, whatever the point order; epoch e of 2 at e/2 of the hours.
+    assert rows[0].startswith("| short | `ffffffff` | bf16 | 1800 | 300 | 0.500 ± 0.050")
+    assert "0.100 (0.25 h), 0.400 (0.50 h)" in rows[0] and "0.050 (1.00 h), 0.200 (2.00 h)" in rows[1]
+    assert (tmp_path / f"by_time_{TASK}.png").stat().st_size > 5000
+    # More hours bought less here: the verdict says so, between the shortest and longest run.
+    assert sec.verdicts[-1].status == "contradicted" and "training time 0.50 h → 2.00 h" in sec.verdicts[-1].text
+
+
+def test_verified_verdict_needs_a_lift_and_a_flag_that_is_never_wrong():
+    from seqtune.experiments.verdicts import verified_verdict
+    from seqtune.pipeline.evaluate import GREEDY
+
+    def ev(right: list[int], greedy_right: list[int], verified: list[bool]) -> RunEvidence:
+        e = RunEvidence("v" * 32, "smiles2iupac", None,
+                        [{"structure_match": float(r), "verified": v} for r, v in zip(right, verified)])
+        e.baselines[GREEDY] = [{"structure_match": float(g)} for g in greedy_right]
+        return e
+
+    # 40 greedy right, 60 right with beams, each of the 60 flagged: lift, precision 1.0.
+    good = verified_verdict("smiles2iupac", ev([1] * 60 + [0] * 40, [1] * 40 + [0] * 60, [True] * 60 + [False] * 40))
+    assert good.status == "supported" and "0.400 → 0.600" in good.text and "on 60 of 100 items, of which 1.000" in good.text
+    # The same lift, but one flagged answer is wrong: the flag's promise is broken.
+    bad = verified_verdict("smiles2iupac", ev([1] * 60 + [0] * 40, [1] * 40 + [0] * 60, [True] * 61 + [False] * 39))
+    assert bad.status == "contradicted" and "0.984 are right" in bad.text
+    same = verified_verdict("smiles2iupac", ev([1] * 40 + [0] * 60, [1] * 40 + [0] * 60, [True] * 40 + [False] * 60))
+    assert same.status == "not shown"
+
+
+def test_claim_verdict_tests_the_claimed_direction_not_only_that_x_matters():
+    from seqtune.experiments.verdicts import claim_verdict
+
+    plain = _ev([1.0] * 30 + [0.0] * 70, [0.5] * 100)
+    # The claimed winner loses on the primary metric while the graded one rises (the measured
+    # atoms-format case): contradicted, and the text still names the graded rise.
+    atoms = _ev([1.0] * 15 + [0.0] * 85, [0.7] * 100)
+    lost = claim_verdict(TASK, [("plain", plain), ("atoms", atoms)], "data.format", "atoms")
+    assert lost.status == "contradicted" and "atoms loses" in lost.text and "element_accuracy rises" in lost.text
+    # The same two runs, the claim the other way round: supported.
+    assert claim_verdict(TASK, [("plain", plain), ("atoms", atoms)], "data.format", "plain").status == "supported"
+    # Same exact matches, better graded: only partly.
+    graded_only = _ev([1.0] * 30 + [0.0] * 70, [0.7] * 100)
+    assert claim_verdict(TASK, [("plain", plain), ("atoms", graded_only)], "data.format", "atoms").status == "partly supported"
+    # The winner must beat every other point: ties with one of them is not a win.
+    assert claim_verdict(TASK, [("plain", plain), ("chat", atoms), ("atoms", plain)], "data.format", "atoms").status == "not shown"
+    # Where the primary metric separates two points, the graded one does not overrule it:
+    # beating chat on exact match while worse on its graded metric is still a win over chat.
+    assert claim_verdict(TASK, [("chat", atoms), ("plain", plain)], "data.format", "plain").status == "supported"
+    # Where it does not separate them, a graded loss contradicts the claim.
+    worse_graded = _ev([1.0] * 30 + [0.0] * 70, [0.3] * 100)
+    tied = claim_verdict(TASK, [("plain", plain), ("atoms", worse_graded)], "data.format", "atoms")
+    assert tied.status == "contradicted" and "graded metric to plain" in tied.text
+
+
+def test_a_claimed_winner_must_be_one_of_the_points(tmp_path):
+    from seqtune.experiments.sweeps import load_sweeps
+
+    bad = tmp_path / "sweeps.yaml"
+    bad.write_text("sweeps:\n  f:\n    finding: x\n    x: data.format\n    expect: atom\n"
+                   "    points: [{data.format: plain}, {data.format: atoms}]\n")
+    with pytest.raises(ConfigError, match="expect 'atom' is not one of"):
+        load_sweeps(bad, REPO / "params.yaml")
 
 
 def _curve(values: list[float], graded: list[float] | None = None, label: str = "run") -> EpochCurve:
@@ -171,6 +251,8 @@ SWEEPS = {
                       "points": [{"data.n_train": 16}, {"data.n_train": 32}]},
         "format": {"finding": "Formatting is decisive.", "x": "data.format",
                    "points": [{"data.format": "instruction"}, {"data.format": "plain"}]},
+        "time": {"finding": "More training time helps.", "x": "train_hours",
+                 "points": [{"data.n_train": 32}, {"data.n_train": 16}, {"data.n_train": 64}]},
     },
 }
 
@@ -226,7 +308,7 @@ def test_report_from_real_runs(project, monkeypatch, empty_mlflow_db):
     assert rows == [("16", small[:8]), ("32", big[:8])], md
     # The sweeps' verdicts are in the summary, one per sweep and task.
     summary = md.split("## What was run")[0]
-    for name in ("specialist", "epochs", "data_size", "format"):
+    for name in ("specialist", "epochs", "data_size", "format", "time"):
         assert re.search(rf"^\| \[{name}\]\(#{name}\) \| .* \| {TASK} \| \*\*(supported|partly supported|contradicted|not shown|not run)\*\* \|",
                          summary, re.M), name
     assert "data.n_train 16 → 32" in md
@@ -237,8 +319,14 @@ def test_report_from_real_runs(project, monkeypatch, empty_mlflow_db):
     assert re.search(r"^\| 1 \| [0-9.]+ \|", md, re.M) and re.search(r"^\| 2 \| [0-9.]+ \|", md, re.M)
     # Format: the instruction point is the reference run; plain is not run yet.
     assert "Not run yet: data.format = plain" in md and "**not run**: only data.format = instruction has a run" in md
+    # Quality against time: the runs in order of their training seconds (the 16-example run
+    # usually trained for less time), each at its own hours; the unrun point is named.
+    time_rows = re.findall(r"^\| n_train=(16|32) \| `([0-9a-f]{8})` \| (fp32|bf16) \| (\d+) \|", md, re.M)
+    assert sorted(r[:2] for r in time_rows) == [("16", small[:8]), ("32", big[:8])], md
+    assert int(time_rows[0][3]) <= int(time_rows[1][3])
+    assert "Not run yet: n_train=64" in md and "training time " in md.split("## What was run")[0]
     for png in ("data_size_smiles2formula.png", "data_size_smiles2formula_by_size.png", "epochs_smiles2formula.png",
-                "format_smiles2formula.png"):
+                "format_smiles2formula.png", "time_smiles2formula.png"):
         assert (root / "reports" / png).stat().st_size > 5000, png
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
         assert (root / "reports" / link).exists(), link
@@ -246,7 +334,7 @@ def test_report_from_real_runs(project, monkeypatch, empty_mlflow_db):
     # Re-running after a new run regenerates the report with it.
     plain = _run_pipeline(_write(params, {"data.format": "plain"}))
     md = report.main(params=params, sweeps_path=root / "sweeps.yaml", out=root / "reports").read_text()
-    assert "Not run yet" not in md and f"| plain | `{plain[:8]}` |" in md
+    assert "Not run yet: data.format" not in md and f"| plain | `{plain[:8]}` |" in md
     full = md
 
     # A run is a point only when its whole configuration matches: with another learning

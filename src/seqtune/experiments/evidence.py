@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from seqtune.experiments.run_records import present
-from seqtune.pipeline.evaluate import RULE, ZERO_SHOT
+from seqtune.pipeline.evaluate import GREEDY, RULE, ZERO_SHOT
 from seqtune.tasks import get_task
 
 NOISE_SE = 2.0
@@ -82,7 +82,8 @@ def load_evidence(row, task: str) -> RunEvidence:
     examples = [{"source": it["source"], "target": it["target"],
                  "smiles": it.get("smiles") or (it["source"] if t.source_kind == "smiles" else it["target"])} for it in items]
     baselines = {}
-    for name in (RULE, ZERO_SHOT):
+    # GREEDY: a verified-decoding evaluation also decoded the same items greedily.
+    for name in (RULE, ZERO_SHOT, GREEDY):
         if items and name in items[0]:
             baselines[name] = t.score_batch([it.get(name) or "" for it in items], examples)
     return RunEvidence(row.run_id, task, row, items, baselines, history)

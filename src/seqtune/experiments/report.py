@@ -22,16 +22,16 @@ from typing import Any
 
 from seqtune.config import DEFAULT_PARAMS, load_params, read_yaml
 from seqtune.experiments.evidence import RunEvidence, bound_se, change, load_evidence, mean, mean_se, paired, size_bins
-from seqtune.experiments.report_plots import Panel, draw
+from seqtune.experiments.report_plots import Curve, Panel, draw, draw_curves
 from seqtune.experiments.run_records import RECORD_COLUMN, write_record
 from seqtune.experiments.runs import collect_runs, match_run, signature
 from seqtune.experiments.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params
 from seqtune.io import write_text
-from seqtune.pipeline.evaluate import RULE, ZERO_SHOT
+from seqtune.pipeline.evaluate import GREEDY, RULE, ZERO_SHOT
 from seqtune.tasks import get_task
 from seqtune.tracking import RESUMED_TAG
-from seqtune.experiments.verdicts import (EpochCurve, Verdict, epoch_verdict, fmt, fmt_diff, fmt_int, headline_metrics, spread_verdict,
-                              train_seconds, trend_verdict)
+from seqtune.experiments.verdicts import (EpochCurve, Verdict, claim_verdict, epoch_verdict, fmt, fmt_diff, fmt_int, headline_metrics, spread_verdict,
+                              train_seconds, trend_verdict, verified_verdict)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ REPORTS = Path("reports")
 RECORDS = REPORTS / "runs"
 """Run records (`seqtune.experiments.run_records`): the evidence of every run a report used,
 kept in git."""
-BASELINE_NAMES = {RULE: "rule-based tool", ZERO_SHOT: "zero-shot base model"}
+BASELINE_NAMES = {RULE: "rule-based tool", ZERO_SHOT: "zero-shot base model", GREEDY: "same model, greedy decoding"}
 _NOT_METRICS = {"n", "items_per_s", "seconds", "verified_gain", "verified_rate", "max_new_tokens", "batch_size", "num_beams"}
 
 
@@ -102,11 +102,16 @@ def _sweep_tasks(sweeps: SweepFile, name: str, raw: dict) -> list[str]:
 def _baseline_block(task: str, ev: RunEvidence, sec: Section) -> None:
     metrics = metric_order(task, ev)
     sec.lines += ["| who | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    rows = [("fine-tuned", None)] + [(BASELINE_NAMES[b], b) for b in (ZERO_SHOT, RULE) if b in ev.baselines]
+    label = "fine-tuned" + (" (verified beams)" if GREEDY in ev.baselines else "")
+    rows = [(label, None)] + [(BASELINE_NAMES[b], b) for b in (GREEDY, ZERO_SHOT, RULE) if b in ev.baselines]
     for label, who in rows:
         vals = [mean_se(ev.scores(m, who or "model")) for m in metrics]
         sec.lines.append(f"| {label} | " + " | ".join(fmt(m, se) for m, se in vals) + " |")
     sec.lines.append("")
+    if GREEDY in ev.baselines:
+        # A verified-decoding evaluation: the claim is about decoding, same model on both sides.
+        sec.verdicts.append(verified_verdict(task, ev))
+        return
     if ZERO_SHOT not in ev.baselines:
         sec.verdicts.append(Verdict(task, "not shown", "the run has no zero-shot baseline (evaluate.zero_shot_baseline: false)"))
         return
@@ -155,6 +160,49 @@ def _epoch_block(task: str, curves: list[EpochCurve], sec: Section, out: Path) -
                + f"; baselines from {ref.short}")
     sec.verdicts.append(epoch_verdict(task, curves))
     sec.lines += [f"![{sec.name} {task}]({png.name})", ""]
+
+
+def _precision(ev: RunEvidence) -> str:
+    return "bf16" if ev.param("bf16") == "True" else "fp32"
+
+
+def _hours_block(task: str, found: list[tuple[str, RunEvidence, Any]], sec: Section, out: Path) -> None:
+    """Quality against training time: each run a line from its zero-shot score at 0 h through
+    its per-epoch validation scores (epoch e of E at e/E of its training time) to its test
+    score (a star), so a reader sees what another hour of this machine buys."""
+    rows = sorted(found, key=lambda f: f[1].metric("train_runtime"))
+    head = headline_metrics(task)
+    primary = head[0]
+    sec.lines += ["| point | run | precision | train s | tokens/s | " + " | ".join(f"test {m}" for m in head)
+                  + f" | val {primary} after each epoch (at h) |", "|---" * (len(head) + 6) + "|"]
+    panels: list[tuple[str, dict[str, Curve]]] = [(m, {}) for m in head]
+    for label, ev, p in rows:
+        hours = ev.metric("train_runtime") / 3600
+        curve = EpochCurve(label, ev, p.train.val_size)
+        at = {e: hours * e / p.train.epochs for e in curve.epochs}
+        per_epoch = ", ".join(f"{fmt(curve.values(primary)[e])} ({at[e]:.2f} h)" for e in curve.epochs if e in curve.values(primary))
+        sec.lines.append(f"| {label} | `{ev.short}` | {_precision(ev)} | {train_seconds(ev)} | "
+                         f"{fmt_int(ev.metric('train_tokens_per_s'))} | " + " | ".join(fmt(*mean_se(ev.scores(m))) for m in head)
+                         + f" | {per_epoch or '–'} |")
+        for m, curves in panels:
+            vals = curve.values(m)
+            xs = ([0.0] if ZERO_SHOT in ev.baselines else []) + [at[e] for e in curve.epochs if e in vals]
+            ys = ([mean(ev.scores(m, ZERO_SHOT))] if ZERO_SHOT in ev.baselines else []) + [vals[e] for e in curve.epochs if e in vals]
+            curves[f"{label} ({_precision(ev)}, {ev.short})"] = Curve(xs, ys, (hours, *mean_se(ev.scores(m))))
+    sec.lines += ["", "Hours are this run's training time on its machine (precision says which kind: bf16 needs "
+                  "AVX512-BF16, fp32 runs ~2.5× slower per token); validation is the first `train.val_size` test items, "
+                  "the star the full test set.", ""]
+    ref = rows[0][1]
+    rule = [{BASELINE_NAMES[RULE]: mean(ref.scores(m, RULE))} if RULE in ref.baselines else {} for m in head]
+    png = draw_curves(out / f"{sec.name}_{task}.png", title=f"{task}: quality against training time", xlabel="training hours",
+                      panels=panels, baselines=rule,
+                      footer="runs: " + ", ".join(f"{ev.short} ({label})" for label, ev, _ in rows))
+    sec.lines += [f"![{sec.name} {task}]({png.name})", ""]
+    if len(rows) < 2:
+        sec.verdicts.append(epoch_verdict(task, [EpochCurve(label, ev, p.train.val_size) for label, ev, p in rows]))
+    else:
+        sec.verdicts.append(trend_verdict(task, [(f"{ev.metric('train_runtime') / 3600:.2f} h", ev) for _, ev, _ in rows],
+                                          "training time"))
 
 
 def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, RunEvidence]], missing: list[Any],
@@ -227,6 +275,8 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
         sec.verdicts.append(Verdict(task, "not run", f"only {sweep.x} = {evs[0][0]} has a run: nothing to compare yet"))
     elif numeric:
         sec.verdicts.append(trend_verdict(task, evs, sweep.x))
+    elif sweep.expect is not None and sweep.expect in dict(evs):
+        sec.verdicts.append(claim_verdict(task, evs, sweep.x, sweep.expect))
     else:
         sec.verdicts.append(spread_verdict(task, evs, sweep.x))
 
@@ -252,7 +302,9 @@ def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, o
             if task not in p.tasks:
                 continue
             ev = evidence.get(signature(p), task)
-            x = point.get(sweep.x, i) if sweep.x not in ("epoch", "baseline") else i
+            x = point.get(sweep.x, i) if sweep.x not in ("epoch", "baseline", "train_hours") else i
+            if sweep.x == "train_hours":
+                x = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()) or "reference"
             if ev is None:
                 missing.append(_run_label(p) if sweep.x == "epoch" else x)
             else:
@@ -267,6 +319,10 @@ def sweep_section(name: str, sweeps: SweepFile, raw: dict, evidence: Evidence, o
             sec.lines += [f"Run `{ev.short}` ({p.data.n_train} examples, {p.train.epochs:g} epochs, {p.data.format} format, "
                           f"{p.base_model.name}), {len(ev.items)} test items:", ""]
             _baseline_block(task, ev, sec)
+        elif sweep.x == "train_hours":
+            _hours_block(task, found, sec, out)
+            if missing:
+                sec.lines += [f"Not run yet: {'; '.join(map(str, missing))} (`{queue_hint}`).", ""]
         elif sweep.x == "epoch":
             _epoch_block(task, [EpochCurve(_run_label(p), ev, p.train.val_size) for _, ev, p in found], sec, out)
             if missing:

@@ -28,6 +28,16 @@ class Panel:
     """Label -> value, drawn as horizontal lines."""
 
 
+@dataclass
+class Curve:
+    """One line of an x-y figure whose series do not share their x values."""
+
+    xs: list[float]
+    ys: list[float]
+    end: tuple[float, float, float] | None = None
+    """(x, y, standard error) of a separate final point (a run's test score), drawn as a star."""
+
+
 def _pyplot():
     import matplotlib
 
@@ -71,6 +81,32 @@ def draw(path: Path, *, title: str, xlabel: str, xs: Sequence, panels: Sequence[
     fig.suptitle(title, fontsize=11)
     fig.text(0.01, 0.01, footer, fontsize=7, color="dimgrey", wrap=True)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def draw_curves(path: Path, *, title: str, xlabel: str, panels: Sequence[tuple[str, dict[str, Curve]]], footer: str,
+                baselines: Sequence[dict[str, float]] = ()) -> Path:
+    """One axes per (metric, {label: Curve}); each curve its own x values (a run's training
+    hours), its final point a star with an error bar, in the line's colour."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
+    for k, (ax, (metric, curves)) in enumerate(zip(axes[0], panels)):
+        for label, c in curves.items():
+            (line,) = ax.plot(c.xs, c.ys, marker="o", label=label)
+            if c.end is not None:
+                x, y, se = c.end
+                ax.errorbar([x], [y], yerr=[se], marker="*", markersize=11, capsize=3, color=line.get_color(), linestyle="none")
+        for (label, value), style in zip((baselines[k] if k < len(baselines) else {}).items(), BASELINE_STYLES):
+            ax.axhline(value, linestyle=style, color="grey", label=f"{label} ({value:.3f})")
+        ax.set(xlabel=xlabel, ylabel=metric, ylim=(-0.02, 1.05), title=metric)
+        ax.set_xlim(left=0)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=11)
+    fig.text(0.01, 0.01, footer, fontsize=7, color="dimgrey", wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

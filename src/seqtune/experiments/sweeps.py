@@ -34,6 +34,7 @@ DEFAULT_SWEEPS = Path("sweeps.yaml")
 SPECIAL_X = {
     "epoch": "the run's per-epoch generation metrics (train.val_size items)",
     "baseline": "the fine-tuned model against the zero-shot base model and the rule-based tool",
+    "train_hours": "each point's run placed at its training time, its per-epoch validation metrics as a line",
 }
 
 
@@ -49,6 +50,9 @@ class Sweep(BaseModel):
     set: dict[str, Any] = Field(default_factory=dict)
     """Overrides shared by every point of this sweep."""
     points: list[dict[str, Any]] = Field(min_length=1)
+    expect: Any = None
+    """For a categorical x: the value the claim says wins. The verdict then tests that
+    direction (a claimed winner that loses is *contradicted*), not only that x matters."""
 
 
 class SweepFile(BaseModel):
@@ -92,6 +96,8 @@ def load_sweeps(path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_
             parse_params(apply_overrides(raw, point_overrides(sweeps, name, i)), f"{path} sweep {name} point {i}")
         if sweep.x not in SPECIAL_X and not all(sweep.x in p for p in sweep.points):
             raise ConfigError(f"{path}: sweep {name}: every point must set its x key {sweep.x!r}")
+        if sweep.expect is not None and sweep.expect not in [p.get(sweep.x) for p in sweep.points]:
+            raise ConfigError(f"{path}: sweep {name}: expect {sweep.expect!r} is not one of its points' {sweep.x} values")
     return sweeps
 
 

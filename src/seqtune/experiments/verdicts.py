@@ -106,6 +106,49 @@ def spread_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str) 
     return Verdict(task, "not shown", f"{what}: no difference beyond noise, {text}. {secs}")
 
 
+def claim_verdict(task: str, points: list[tuple[Any, RunEvidence]], what: str, expect: Any) -> Verdict:
+    """Does the claimed winner `expect` beat every other point, paired? Against each other
+    point the primary metric decides where it separates the two; only where it does not does
+    the graded metric speak, and then the claim is at most partly supported. A claimed
+    winner that loses to any point beyond noise contradicts the claim, whatever the other
+    metric does (which the text then reports)."""
+    t = get_task(task)
+    won = dict(points)[expect]
+    others = [(x, ev) for x, ev in points if x != expect]
+    secs = "Train s: " + ", ".join(f"{x} {train_seconds(ev)}" for x, ev in points) + "."
+
+    def against(metric: str, ev: RunEvidence) -> tuple[str, str]:
+        d, se = paired(ev.scores(metric), won.scores(metric))
+        return change(d, se), f"{fmt(mean(ev.scores(metric)))} → {fmt(mean(won.scores(metric)))} ({fmt_diff(d, se)})"
+
+    outcomes, parts = {}, []
+    for x, ev in others:
+        primary, primary_text = against(t.primary_metric, ev)
+        graded, graded_text = against(t.graded_metric, ev) if t.graded_metric else ("flat", "")
+        outcomes[x] = (primary, graded)
+        parts.append(f"against {x}: {t.primary_metric} {primary_text}"
+                     + (f", {t.graded_metric} {graded_text}" if graded_text else ""))
+    both = "; ".join(parts)
+    lost = [x for x, (p, _) in outcomes.items() if p == "falls"]
+    if lost:
+        graded_up = [x for x in lost if outcomes[x][1] == "rises"]
+        tail = (f" The graded {t.graded_metric} rises against {', '.join(map(str, graded_up))}, but the primary "
+                f"metric decides.") if graded_up else ""
+        return Verdict(task, "contradicted", f"{what} = {expect} loses to {', '.join(map(str, lost))}: {both}.{tail} {secs}")
+    if all(p == "rises" for p, _ in outcomes.values()):
+        return Verdict(task, "supported", f"{what} = {expect} wins: {both}. {secs}")
+    undecided = {x: g for x, (p, g) in outcomes.items() if p != "rises"}
+    if "falls" in undecided.values():
+        lost = [x for x, g in undecided.items() if g == "falls"]
+        return Verdict(task, "contradicted", f"{what} = {expect} loses on the graded metric to "
+                                             f"{', '.join(map(str, lost))}: {both}. {secs}")
+    if all(g == "rises" for g in undecided.values()):
+        return Verdict(task, "partly supported", f"{what} = {expect} wins, on the graded metric only against "
+                                                 f"{', '.join(map(str, undecided))}: {both}. {secs}")
+    return Verdict(task, "not shown", f"{what} = {expect}: no difference beyond noise against "
+                                      f"{', '.join(str(x) for x, g in undecided.items() if g != 'rises')}: {both}. {secs}")
+
+
 FLATTEN_FROM = (15, 30)
 """Epochs at which the method saw returns flatten (~20-30), with some slack below."""
 LONG_RUN = 12
@@ -201,3 +244,21 @@ def epoch_verdict(task: str, curves: list[EpochCurve]) -> Verdict:
         return Verdict(task, "partly supported", text + f" More epochs help, but returns flatten from epoch {k} on {metric}, "
                                                         f"earlier than the method's ~20-30 (at this run's data size).")
     return Verdict(task, status, text + f" Returns flatten from epoch {k} on {metric}, as the method reports (~20-30).")
+
+
+def verified_verdict(task: str, ev: RunEvidence) -> Verdict:
+    """Do OPSIN-verified beams beat greedy decoding of the same model on the same items, and is
+    `verified: true` always right? Precision below 1.0 contradicts the claim whatever the lift."""
+    from seqtune.pipeline.evaluate import GREEDY
+
+    primary = get_task(task).primary_metric
+    greedy, chosen = ev.scores(primary, GREEDY), ev.scores(primary)
+    d, se = paired(greedy, chosen)
+    flagged = [float(it[primary]) for it in ev.items if it.get("verified")]
+    precision = mean(flagged) if flagged else float("nan")
+    text = (f"greedy → verified beams: {primary} {fmt(mean(greedy))} → {fmt(mean(chosen))} ({fmt_diff(d, se)}); "
+            f"`verified: true` on {len(flagged)} of {len(chosen)} items, of which {fmt(precision)} are right (precision).")
+    if flagged and precision < 1.0:
+        return Verdict(task, "contradicted", text + " A verified answer that is wrong breaks the promise of the flag.")
+    status = {"rises": "supported", "falls": "contradicted"}.get(change(d, se), "not shown")
+    return Verdict(task, status, text + (" No lift beyond noise." if status == "not shown" else ""))

@@ -1,7 +1,7 @@
 """Serve a task's registered champion and ask them about well-known small molecules.
 
-    .venv/bin/python bench/champion_check.py                       # greedy (params.yaml's serve.decoding)
-    .venv/bin/python bench/champion_check.py --decoding verified   # OPSIN-verified beams
+    .venv/bin/python bench/champion_check.py                       # params.yaml's serve.decoding (smiles2iupac: verified)
+    .venv/bin/python bench/champion_check.py --decoding greedy     # the same champion, greedy
 
 What a user sees after `make specialist && make serve`: imports the task's champion from the
 MLflow store into the BentoML store (`seqtune bento import`), starts the real service
@@ -53,7 +53,7 @@ def _training_keys(task: str) -> set[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="smiles2iupac")
-    ap.add_argument("--decoding", choices=["greedy", "verified"], default=None, help="default: params.yaml's serve.decoding")
+    ap.add_argument("--decoding", choices=["greedy", "verified"], default=None, help="default: params.yaml's serve.decoding for the task")
     ap.add_argument("--ready-timeout", type=float, default=300)
     a = ap.parse_args()
 
@@ -93,8 +93,8 @@ def main() -> None:
     task = get_task(a.task)
     ok = task.verify([s for _, s in KNOWN], [r["output"] or "" for r in results]) or [None] * len(KNOWN)
     seen = _training_keys(a.task)
-    print(f"# {a.task} champion: {meta.get(a.task, {}).get('version', '?')}, decoding "
-          f"{raw['serve']['decoding']}; {_load()}")
+    info = meta.get("tasks", {}).get(a.task, {})  # what the service itself says it serves
+    print(f"# {a.task} champion: v{info.get('version', '?')}, decoding {info.get('decoding', '?')}; {_load()}")
     print(f"| molecule | SMILES | answer | right structure | service verified | in training |")
     print("|---|---|---|---|---|---|")
     for (name, smi), r, good in zip(KNOWN, results, ok):

@@ -13,6 +13,10 @@ turn gradient checkpointing on). TRL's `padding_free`/`packing` are left off: TR
 only with flash-attention kernels, which CPUs don't have (with SDPA, packed examples could
 attend across boundaries). Throughput = non-padding tokens trained / wall time of `train()`;
 each side's final training loss is printed too (equal work should give an equal result).
+Also printed: completion tokens/s (the tokens the loss is on), and the achieved model FLOP/s
+(6 x parameters x tokens/s; attention's quadratic term is negligible at <= 128 tokens) as a
+fraction of this CPU's matmul peak, measured by the same script in the dtype training uses
+(bf16 where native, else fp32): a 2048^3 matmul, best of a few repetitions.
 Prints the 1/5/15-minute load averages: other work on the cores skews the figures.
 """
 
@@ -157,6 +161,26 @@ def run_trl(work: Path, base: Path, df: pd.DataFrame, batch_size: int, tuned: bo
     return clock
 
 
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of the best of `reps` n x n matmuls in `dtype`: the ceiling a training step's
+    matmuls could reach on these cores."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up: oneDNN picks and caches its kernel
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def n_parameters(base: Path) -> int:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    return sum(p.numel() for p in model.parameters())  # tied embeddings counted once
+
+
 def _load(avg: tuple[float, float, float]) -> str:
     return "/".join(f"{x:.2f}" for x in avg)
 
@@ -175,7 +199,7 @@ def main() -> None:
 
     from seqtune.config import load_section
     from seqtune.log import setup_logging
-    from seqtune.pipeline.sft_data import encode_batch
+    from seqtune.pipeline.sft_data import IGNORE_INDEX, encode_batch
 
     os.environ.setdefault("SEQTUNE_LOG", "WARNING")
     setup_logging()
@@ -186,9 +210,12 @@ def main() -> None:
         df = examples(a.examples, "instruction", a.seed)
         # One token count for both sides: prompt + completion + EOS of every example, and only
         # examples within train.max_length (seqtune drops longer ones; TRL would keep them).
-        lengths = [r["length"] for r in encode_batch(AutoTokenizer.from_pretrained(base), df.prompt, df.completion)]
-        keep = [n <= max_length for n in lengths]
-        df, tokens = df[keep].reset_index(drop=True), sum(n for n, k in zip(lengths, keep) if k)
+        rows = encode_batch(AutoTokenizer.from_pretrained(base), df.prompt, df.completion)
+        keep = [r["length"] <= max_length for r in rows]
+        df = df[keep].reset_index(drop=True)
+        tokens = sum(r["length"] for r, k in zip(rows, keep) if k)
+        completion_tokens = sum(sum(x != IGNORE_INDEX for x in r["labels"]) for r, k in zip(rows, keep) if k)
+        flop_per_token = 6 * n_parameters(base)
         results = {}
         for side, fn in (("seqtune", run_seqtune), ("trl", run_trl)):
             if a.only and a.only != side:
@@ -199,12 +226,20 @@ def main() -> None:
             results[side] = tokens / wall
             after = os.getloadavg()
             print(f"{side:>8}: {tokens:6d} tokens in {wall:6.1f} s = {tokens / wall:7.1f} tokens/s "
-                  f"(steps only {tokens / clock.busy:7.1f}), final train loss {clock.train_loss}; load 1/5/15 min before {_load(load)}, after {_load(after)}",
-                  flush=True)
+                  f"(steps only {tokens / clock.busy:7.1f}), {completion_tokens / wall:6.1f} completion tokens/s, "
+                  f"{flop_per_token * tokens / wall / 1e9:6.1f} GFLOP/s, final train loss {clock.train_loss}; "
+                  f"load 1/5/15 min before {_load(load)}, after {_load(after)}", flush=True)
         print(f"model {a.model}, TRL {a.trl}, {len(df)} examples, batch {a.batch_size}, torch threads {torch.get_num_threads()}, "
               f"{os.cpu_count()} cores; a 1-min load well above 1 during a side means shared cores")
         if len(results) == 2:
             print(f"ratio seqtune/trl: {results['seqtune'] / results['trl']:.2f}x (goal >= 1.5x against tuned TRL)")
+        from seqtune.pipeline.generation import native_bf16, pick_device
+
+        dtype = torch.bfloat16 if native_bf16(pick_device()) else torch.float32
+        peak = matmul_peak(dtype)
+        for side, rate in results.items():
+            print(f"{side:>8}: {flop_per_token * rate / peak:.1%} of this CPU's {str(dtype).removeprefix('torch.')} "
+                  f"matmul peak ({peak / 1e9:.0f} GFLOP/s; goal >= 50%)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

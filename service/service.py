@@ -196,6 +196,9 @@ class Seqtune:
                 "primary_metric": meta.get("primary_metric"),
                 "metrics": meta.get("metrics", {}),
                 "source": meta.get("source"),
+                # What the service decodes with (params.yaml serve.decoding): the metrics above
+                # are the evaluate stage's, scored with the decoding it names in them.
+                "decoding": SERVE.decoding_for(task),
             }
             log.info("%s: serving %s v%s (%s)", task, self.info[task]["model"], self.info[task]["version"], stored.tag)
 
@@ -206,8 +209,8 @@ class Seqtune:
     def _predict(self, task: str, items: list[str]) -> list[ItemResult]:
         start = time.perf_counter()
         info = self.info[task]
-        results = predict_items(self.generators[task], items, decoding=SERVE.decoding,
-                                max_input_length=SERVE.max_input_length)
+        results = predict_items(self.generators[task], items, decoding=SERVE.decoding_for(task),
+                                num_beams=SERVE.num_beams, max_input_length=SERVE.max_input_length)
         with self._lock:
             self._batches[task][len(items)] += 1
         bad = sum(not r["valid"] for r in results)

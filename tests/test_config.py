@@ -38,6 +38,8 @@ def test_shipped_params_sets_every_field_explicitly():
         ({"molecules": {"source": "file"}}, "path is required"),
         ({"tasks": ["smiles2iupac", "nope"]}, "unknown task"),
         ({"evaluate": {"size_buckets": [20, 10]}}, "evaluate.size_buckets"),
+        ({"serve": {"decoding": {"smiles2iupca": "verified"}}}, "unknown task"),
+        ({"serve": {"decoding": {"smiles2iupac": "beam"}}}, "serve.decoding"),
     ],
 )
 def test_bad_values_name_the_key(raw, needle):
@@ -62,3 +64,12 @@ def test_missing_and_malformed_files_are_config_errors(tmp_path):
         load_params(bad)
     with pytest.raises(ConfigError, match="no params section"):
         load_section("nope", REPO / "params.yaml")
+
+
+def test_serve_decoding_is_one_for_all_or_one_per_task():
+    # The service and `seqtune predict` ask decoding_for(task): a mapping names the tasks that
+    # decode otherwise, and every task it leaves out stays greedy (verified beams cost ~4x).
+    per_task = parse_params({"serve": {"decoding": {"smiles2iupac": "verified"}}}, "params.yaml").serve
+    assert [per_task.decoding_for(t) for t in ("smiles2iupac", "smiles2formula")] == ["verified", "greedy"]
+    for_all = parse_params({"serve": {"decoding": "verified"}}, "params.yaml").serve
+    assert for_all.decoding_for("iupac2smiles") == "verified"

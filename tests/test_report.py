@@ -133,6 +133,11 @@ def test_verified_verdict_needs_a_lift_and_a_flag_that_is_never_wrong():
     assert bad.status == "contradicted" and "0.984 are right" in bad.text
     same = verified_verdict("smiles2iupac", ev([1] * 40 + [0] * 60, [1] * 40 + [0] * 60, [True] * 40 + [False] * 60))
     assert same.status == "not shown"
+    # A run whose greedy pass was timed states the cost of the beams beside their lift.
+    assert "Cost" not in good.text
+    timed = ev([1] * 60 + [0] * 40, [1] * 40 + [0] * 60, [True] * 60 + [False] * 40)
+    timed.row = {"metrics.eval.items_per_s": 2.0, "metrics.eval.greedy.items_per_s": 7.0, "metrics.eval.batch_size": 32.0}
+    assert "Cost: 3.5× greedy's decoding time (2.00 vs 7.00 items/s, batch 32)" in verified_verdict("smiles2iupac", timed).text
 
 
 def test_claim_verdict_tests_the_claimed_direction_not_only_that_x_matters():

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from seqtune.config import load_params
 from tests.service_stack import PARAMS, REPO, bento_server, free_port, running_service, seqtune_cli, tiny_champion
 
 INPUTS = {
@@ -35,10 +36,12 @@ def _post(url: str, route: str, body, **kw) -> requests.Response:
     return requests.post(f"{url}/{route}", json=body, timeout=120, **kw)
 
 
-def _expected(folder: Path, inputs: list[str]) -> list[str]:
+def _expected(folder: Path, inputs: list[str], task: str) -> list[str]:
+    """The model's own answers, decoded as the service decodes `task` (serve.decoding)."""
     from seqtune.pipeline.generation import Generator
 
-    return [p.output for p in Generator.load(folder).predict(inputs)]
+    serve = load_params(PARAMS).serve
+    return [p.output for p in Generator.load(folder).predict(inputs, decoding=serve.decoding_for(task), num_beams=serve.num_beams)]
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +144,7 @@ def test_outputs_match_the_champion_folder(stack, task):
     assert [x["input"] for x in res] == inputs
     assert all(x["valid"] and x["error"] is None for x in res), res
     assert all(x["output"] for x in res)  # non-empty: the comparison below means something
-    assert [x["output"] for x in res] == _expected(stack.folders[task], inputs)
+    assert [x["output"] for x in res] == _expected(stack.folders[task], inputs, task)
     assert {(x["model"], x["version"]) for x in res} == {(f"seqtune-{task}", "1")}
     # Every task can check its outputs; the random model's answers never check out.
     assert all(x["verified"] is False for x in res), res
@@ -155,7 +158,7 @@ def test_python_client(stack):
     with bentoml.SyncHTTPClient(stack.url) as client:
         res = client.smiles2formula(smiles=["CCO", "c1ccccc1"])
     res = [x if isinstance(x, dict) else x.model_dump() for x in res]
-    assert [x["output"] for x in res] == _expected(stack.folders["smiles2formula"], ["CCO", "c1ccccc1"])
+    assert [x["output"] for x in res] == _expected(stack.folders["smiles2formula"], ["CCO", "c1ccccc1"], "smiles2formula")
 
 
 @pytest.mark.slow
@@ -167,7 +170,7 @@ def test_bad_items_get_their_own_error(stack):
     assert "RDKit" in res[1]["error"] and "empty" in res[2]["error"]
     assert all(x["output"] is None and x["verified"] is None for x in res if not x["valid"])
     good = [res[0]["output"], res[3]["output"]]
-    assert good == _expected(stack.folders["smiles2iupac"], ["CCO", "c1ccccc1"])
+    assert good == _expected(stack.folders["smiles2iupac"], ["CCO", "c1ccccc1"], "smiles2iupac")
     # All bad: still a 200 with one error each.
     res = _post(stack.url, "smiles2formula", {"smiles": ["((", "Xx"]}).json()
     assert [x["valid"] for x in res] == [False, False] and all(x["error"] for x in res)
@@ -245,6 +248,7 @@ def test_health_ready_metadata(stack):
         assert info["model"] == f"seqtune-{task}" and info["version"] == "1"
         assert info["base_model"] == "tiny" and info["data_hash"] == "x" and info["test_hash"] == "y"
         assert info["primary_metric"] in info["metrics"]
+        assert info["decoding"] == load_params(PARAMS).serve.decoding_for(task)
     assert meta["serve"]["batching"] is True and meta["serve"]["input_fields"] == FIELD
 
 
@@ -326,7 +330,7 @@ def test_built_bento_carries_its_models_and_serves(stack, tmp_path, monkeypatch,
         except Exception:
             pytest.fail("the bento did not come up:\n" + (tmp_path / "bento.log").read_text()[-3000:])
         res = _post(url, "smiles2formula", {"smiles": [*inputs, "(("]}).json()
-    v1_out, v2_out = _expected(stack.folders["smiles2formula"], inputs), _expected(v2, inputs)
+    v1_out, v2_out = _expected(stack.folders["smiles2formula"], inputs, "smiles2formula"), _expected(v2, inputs, "smiles2formula")
     assert v1_out != v2_out  # else this check could not tell them apart
     assert [x["output"] for x in res[:2]] == v1_out and res[0]["version"] == "1"
     assert res[2]["valid"] is False

@@ -154,7 +154,22 @@ class ServeConfig(Section):
     max_latency_ms: int = Field(10000, gt=0)
     max_items: int = Field(64, gt=0)
     max_input_length: int = Field(300, gt=0)
-    decoding: Literal["greedy", "verified"] = "greedy"
+    decoding: Literal["greedy", "verified"] | dict[str, Literal["greedy", "verified"]] = "greedy"
+    """One decoding for every task, or one per task (`{smiles2iupac: verified}`; a task not
+    named decodes greedily). `verified`: the first of `num_beams` beams the task proves right
+    (smiles2iupac: OPSIN parses the name back to the input), else the top beam."""
+    num_beams: int = Field(4, ge=2)
+
+    @field_validator("decoding")
+    @classmethod
+    def _known_tasks(cls, v: Any) -> Any:
+        unknown = [t for t in v if t not in TASK_NAMES] if isinstance(v, dict) else []
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {list(TASK_NAMES)}")
+        return v
+
+    def decoding_for(self, task: str) -> str:
+        return self.decoding.get(task, "greedy") if isinstance(self.decoding, dict) else self.decoding
 
 
 class TrackingServerConfig(Section):

@@ -258,6 +258,9 @@ def verified_verdict(task: str, ev: RunEvidence) -> Verdict:
     precision = mean(flagged) if flagged else float("nan")
     text = (f"greedy → verified beams: {primary} {fmt(mean(greedy))} → {fmt(mean(chosen))} ({fmt_diff(d, se)}); "
             f"`verified: true` on {len(flagged)} of {len(chosen)} items, of which {fmt(precision)} are right (precision).")
+    fast, slow = ev.metric("eval.greedy.items_per_s"), ev.metric("eval.items_per_s")
+    if fast > 0 and slow > 0:  # runs evaluated before the greedy pass was timed have no cost
+        text += f" Cost: {fast / slow:.1f}× greedy's decoding time ({slow:.2f} vs {fast:.2f} items/s, batch {fmt_int(ev.metric('eval.batch_size'))})."
     if flagged and precision < 1.0:
         return Verdict(task, "contradicted", text + " A verified answer that is wrong breaks the promise of the flag.")
     status = {"rises": "supported", "falls": "contradicted"}.get(change(d, se), "not shown")

@@ -61,17 +61,18 @@ def _verify(task: Task, sources: list[str], outputs: list[str]) -> list[bool | N
     return [None] * len(outputs) if flags is None else [bool(f) for f in flags]
 
 
-def _generate(generator: Generator, sources: list[str], decoding: str) -> list[tuple[str | None, bool | None, str | None]]:
+def _generate(generator: Generator, sources: list[str], decoding: str,
+              num_beams: int) -> list[tuple[str | None, bool | None, str | None]]:
     """(output, verified-by-decoding, error) per source. Generation runs batched; if the batch
     fails, each item is retried alone so one poisonous input can't fail the others."""
     try:
-        return [(p.output, p.verified, None) for p in generator.predict(sources, decoding=decoding)]
+        return [(p.output, p.verified, None) for p in generator.predict(sources, decoding=decoding, num_beams=num_beams)]
     except Exception as e:  # noqa: BLE001
         if len(sources) == 1:
             log.exception("generation failed for %r", sources[0][:80])
             return [(None, None, f"generation failed: {e}")]
         log.warning("batch generation failed (%s); retrying %d items one by one", e, len(sources))
-        return [r for s in sources for r in _generate(generator, [s], decoding)]
+        return [r for s in sources for r in _generate(generator, [s], decoding, num_beams)]
 
 
 def predict_items(
@@ -79,6 +80,7 @@ def predict_items(
     items: Sequence[Any],
     *,
     decoding: str = "greedy",
+    num_beams: int = 4,
     max_input_length: int | None = None,
 ) -> list[dict[str, Any]]:
     """One result dict per item, same order: {input, output, valid, verified, error}.
@@ -95,7 +97,7 @@ def predict_items(
     if not good:
         return results
     sources = [items[i] for i in good]
-    generated = _generate(generator, sources, decoding)
+    generated = _generate(generator, sources, decoding, num_beams)
     ok = [j for j, (out, _, err) in enumerate(generated) if err is None]
     # `verified` decoding already checked its pick; otherwise check the greedy output.
     checks: list[bool | None] = [v for _, v, _ in generated]
@@ -138,7 +140,8 @@ def _local(task: str, inputs: list[str], params: Path | str) -> list[dict[str, A
     log.info("loading %s (v%s)", uri, mv.version)
     generator = mlflow.pyfunc.load_model(uri).unwrap_python_model().generator
     cfg = load_params(params).serve
-    results = predict_items(generator, inputs, decoding=cfg.decoding, max_input_length=cfg.max_input_length)
+    results = predict_items(generator, inputs, decoding=cfg.decoding_for(task), num_beams=cfg.num_beams,
+                            max_input_length=cfg.max_input_length)
     name = registry.model_name(task, params=params)
     return [{**r, "model": name, "version": str(mv.version)} for r in results]
 

@@ -78,13 +78,7 @@ def draw(path: Path, *, title: str, xlabel: str, xs: Sequence, panels: Sequence[
                 ax.minorticks_off()
         ax.set(xlabel=xlabel, ylabel=panel.metric, ylim=(-0.02, 1.05), title=panel.metric)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=11)
-    fig.text(0.01, 0.01, footer, fontsize=7, color="dimgrey", wrap=True)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title, footer, bottom=0.05)
 
 
 def draw_curves(path: Path, *, title: str, xlabel: str, panels: Sequence[tuple[str, dict[str, Curve]]], footer: str,
@@ -104,9 +98,14 @@ def draw_curves(path: Path, *, title: str, xlabel: str, panels: Sequence[tuple[s
         ax.set(xlabel=xlabel, ylabel=metric, ylim=(-0.02, 1.05), title=metric)
         ax.set_xlim(left=0)
         ax.legend(fontsize=7, loc="best")
+    return _save(plt, fig, path, title, footer, bottom=0.06)
+
+
+def _save(plt, fig, path: Path, title: str, footer: str, *, bottom: float) -> Path:
+    """Title, the grey footer that names the runs, and the PNG; `bottom` keeps the footer clear."""
     fig.suptitle(title, fontsize=11)
     fig.text(0.01, 0.01, footer, fontsize=7, color="dimgrey", wrap=True)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -194,3 +194,42 @@ def test_size_balanced_sample_gives_every_size_its_share_and_keeps_the_test_set(
     assert stats["train_heavy_atoms"] == {str(k): int(v) for k, v in sorted(counts.items())}
     hash_counts = pd.Series(s_hash["train_heavy_atoms"])
     assert len(counts) > len(hash_counts) or counts.max() < hash_counts.max()
+
+
+def test_smiles_variants_spell_the_same_molecule_with_the_same_label(workdir, params_file):
+    """`data.smiles_variants: 3`: each train molecule gives its canonical example then two
+    randomized SMILES of the same structure with the same formula; the test set and the
+    canonical rows are the 1-variant ones; iupac2smiles (a name as input) is unchanged."""
+    base, test1, s1 = build("smiles2formula", params_file, n_train=15, n_test=8)
+    train, test, stats = build("smiles2formula", params_file, n_train=15, n_test=8, smiles_variants=3)
+    assert len(train) == 45 and stats["train"] == 45 and stats["train_molecules"] == 15 and stats["smiles_variants"] == 3
+    pd.testing.assert_frame_equal(test, test1)
+    assert stats["test_hash"] == s1["test_hash"] and stats["data_hash"] != s1["data_hash"]
+    pd.testing.assert_frame_equal(train.iloc[::3].reset_index(drop=True), base)  # canonical rows first, unchanged
+    task = get_task("smiles2formula")
+    for _, group in train.groupby("inchikey", sort=False):
+        assert len(group) == 3 and group.target.nunique() == 1
+        assert {canonical_smiles(s) for s in group.source} == {group.smiles.iloc[0]}  # same molecule
+        assert task.baseline(list(group.source)) == list(group.target)  # RDKit's formula of each spelling
+        assert all(p.startswith(s) for p, s in zip(group.prompt, group.source))
+    spelled = train.iloc[1::3]
+    assert (spelled.source != spelled.smiles).mean() > 0.9  # really other spellings, not copies
+    # Deterministic: the same spellings again (seeded by InChIKey, not by a global RNG).
+    again, _, s_again = build("smiles2formula", params_file, n_train=15, n_test=8, smiles_variants=3)
+    assert s_again["data_hash"] == stats["data_hash"]
+    rev, _, rs = build("iupac2smiles", params_file, n_train=15, n_test=8, smiles_variants=3)
+    assert len(rev) == 15 and rs["smiles_variants"] == 1
+
+
+def test_random_smiles_keeps_the_count_for_molecules_with_few_spellings():
+    from seqtune.chem import random_smiles
+
+    few = random_smiles("O=C=O", 5, seed=1)  # carbon dioxide has only a couple of spellings
+    assert len(few) == 5 and {canonical_smiles(s) for s in few} == {"O=C=O"}
+    many = random_smiles("CC(=O)Oc1ccccc1C(=O)O", 4, seed=1)
+    assert len(set(many)) == 4 and "CC(=O)Oc1ccccc1C(=O)O" not in many
+    assert many == random_smiles("CC(=O)Oc1ccccc1C(=O)O", 4, seed=1) != random_smiles("CC(=O)Oc1ccccc1C(=O)O", 4, seed=2)
+    with pytest.raises(ValueError, match="not a SMILES"):
+        random_smiles("C1CC", 2, seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        random_smiles("CCO", 2, seed=2**31)  # RDKit would silently draw unseeded

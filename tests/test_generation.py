@@ -35,7 +35,10 @@ def test_dropping_finished_rows_gives_generates_outputs(lively_model_dir):
     fast, ref = _both(model, tok, "smiles2formula", "plain", SMILES * 2, max_new_tokens=20, batch_size=8)
     assert fast == ref
     lengths = {len(o[0]) for o in ref}
-    assert len(lengths) > 3 and min(lengths) < 10, lengths  # rows really finished at different steps
+    # Rows really finished at different steps: some stopped at EOS within a few tokens while
+    # others ran on (how many distinct lengths the random weights give depends on the CPU's
+    # kernels, so only the spread is asserted).
+    assert min(lengths) < 10 < max(lengths), lengths
     # Beam search still goes through generate (the fast path is greedy only).
     g = Generator(model, tok, task="smiles2formula", fmt="plain", max_new_tokens=8, batch_size=8)
     assert g.generate(SMILES[:4], num_beams=2) == Generator(

@@ -65,6 +65,23 @@ def canonical_smiles(smiles: str | None) -> str | None:
     return Chem.MolToSmiles(mol) if mol is not None else None
 
 
+def random_smiles(smiles: str, n: int, seed: int) -> list[str]:
+    """`n` randomized SMILES spellings of one molecule (random atom order and branches), each
+    unlike `smiles` and one another where the molecule has that many; repeats fill the rest so
+    the count (and the compute it costs) is always `n`. Deterministic for a given `seed` in
+    [0, 2**31): RDKit draws unseeded for larger ones."""
+    if not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be in [0, 2**31), got {seed}")
+    mol = mol_from_smiles(smiles)
+    if mol is None:
+        raise ValueError(f"not a SMILES RDKit can parse: {smiles!r}")
+    if n <= 0:
+        return []
+    found = list(dict.fromkeys(s for s in Chem.MolToRandomSmilesVect(mol, 4 * n, randomSeed=seed) if s != smiles))
+    pool = found[:n] or [smiles]  # e.g. a molecule with one spelling only
+    return [pool[i % len(pool)] for i in range(n)]
+
+
 def exclusion_reason(mol: Chem.Mol) -> str | None:
     """Why a molecule can't be named reliably (metal, radical, isotope, wildcard), else None.
 

@@ -65,7 +65,8 @@ class MoleculesConfig(Section):
 
 class DataConfig(Section):
     n_train: int = Field(1000, gt=0)
-    """Train examples per task: a prefix in hash order, so growing it only adds."""
+    """Train molecules per task: a prefix in hash order, so growing it only adds (one example
+    each, or `smiles_variants` for a SMILES-input task)."""
     n_test: int = Field(1000, gt=0)
     """Test examples per task; the same set for every n_train."""
     format: Literal["plain", "instruction", "chat", "atoms"] = "instruction"
@@ -74,6 +75,11 @@ class DataConfig(Section):
     `size_balanced`, round-robin over heavy-atom counts, so every size gets an equal share
     until it runs out (a model trained on BRICS fragments, 93% of >= 9 heavy atoms, learned
     that prior and named no test molecule of <= 8 atoms). The test set is never resampled."""
+    smiles_variants: int = Field(1, ge=1, le=16)
+    """Train examples per molecule for tasks whose input is a SMILES: the canonical SMILES plus
+    `smiles_variants - 1` randomized ones (RDKit, seeded by InChIKey), all with the same label,
+    so the model must read the structure rather than one spelling of it. `n_train` still
+    counts molecules; the test set stays canonical. Tasks with a name as input ignore it."""
     workers: int = Field(2, ge=1)
     chunk_size: int = Field(512, gt=0)
 

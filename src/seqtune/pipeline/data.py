@@ -7,6 +7,8 @@ molecules in that order (or, with `data.sample: size_balanced`, dealt round-robi
 heavy-atom counts), chunk by chunk, until `data.n_train` are kept, then test-split
 molecules in hash order until `data.n_test` are kept. So the train set for n_train=1000 is a
 prefix of the one for n_train=3000, and every n_train and sample shares the same test set.
+With `data.smiles_variants: k` a SMILES-input task writes k train examples per molecule: the
+canonical SMILES and k - 1 randomized spellings of it, with the same target.
 
 Writes `data/datasets/<task>/{train,test}.parquet` (source, target, smiles, inchikey,
 heavy_atoms, prompt, completion) and `stats.json` (format, counts kept/dropped by reason,
@@ -18,6 +20,7 @@ SMILES: re-runs and larger n_train label only new molecules, with identical resu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import sqlite3
@@ -31,6 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from seqtune import paths
+from seqtune.chem import random_smiles
 from seqtune.config import DEFAULT_PARAMS, DataConfig, load_section
 from seqtune.io import atomic_dir, rows_sha256, write_json
 from seqtune.pipeline.formats import render_completion, render_prompt
@@ -195,6 +199,20 @@ def train_order(mols: pd.DataFrame, sample: str) -> pd.DataFrame:
     return mols.assign(_rank=rank).sort_values(["_rank", "heavy_atoms"], kind="stable").drop(columns="_rank")
 
 
+def with_smiles_variants(rows: list[dict], variants: int) -> list[dict]:
+    """Each train row followed by `variants - 1` copies whose source is a randomized SMILES of
+    the same molecule (same target): augmentation that teaches the answer belongs to the
+    structure, not to RDKit's one canonical spelling. Seeded by InChIKey, so a molecule gets
+    the same spellings whatever else is in the set (growing n_train still only adds)."""
+    out: list[dict] = []
+    for r in rows:
+        # Below 2**31: RDKit treats a larger randomSeed as "unseeded" (a new spelling every run).
+        seed = int(hashlib.sha256(r["inchikey"].encode()).hexdigest()[:8], 16) % (2**31 - 1)
+        out.append(r)
+        out.extend({**r, "source": s} for s in random_smiles(r["source"], variants - 1, seed))
+    return out
+
+
 def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) -> dict:
     """Run the stage for `task`; returns the stats written to stats.json."""
     cfg: DataConfig = load_section("data", params)
@@ -228,6 +246,10 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
                 "%s: only %d %s examples available (asked for %d); raise molecules.max_raw for more",
                 task, len(rows), name, n,
             )
+    n_molecules = len(train)
+    variants = cfg.smiles_variants if t.source_kind == "smiles" else 1
+    if variants > 1:
+        train = with_smiles_variants(train, variants)
     for r in train + test:
         r["prompt"] = render_prompt(cfg.format, t, r["source"], tokenizer)
         r["completion"] = render_completion(cfg.format, t, r["target"])
@@ -244,6 +266,8 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
         # the train set's size mix: what `data.sample` chose (a model learns this prior)
         "train_heavy_atoms": {str(k): v for k, v in sorted(Counter(r["heavy_atoms"] for r in train).items())},
         "n_test_requested": cfg.n_test,
+        "smiles_variants": variants,
+        "train_molecules": n_molecules,
         "train": len(train),
         "test": len(test),
         "dropped": {"train": dict(sorted(drop_train.items())), "test": dict(sorted(drop_test.items()))},

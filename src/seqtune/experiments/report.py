@@ -77,11 +77,13 @@ class Evidence:
 
 
 def metric_order(task: str, ev: RunEvidence) -> list[str]:
-    """Primary, graded, then the task's other [0, 1] metrics (lengths and counters left out)."""
+    """Primary, graded, then the task's other [0, 1] metrics by name (lengths and counters
+    left out). By name, not in the items' key order: that order differs between a run read
+    from the MLflow store and one read from its record, and the tables' columns moved with it."""
     t = get_task(task)
     names = [k for k, v in ev.items[0].items() if isinstance(v, float) and not k.endswith("_len") and k not in _NOT_METRICS]
     head = [m for m in (t.primary_metric, t.graded_metric) if m and m in names]
-    return head + [m for m in names if m not in head]
+    return head + sorted(m for m in names if m not in head)
 
 
 def _footer(evs: list[tuple[Any, RunEvidence]], key: str) -> str:

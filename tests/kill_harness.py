@@ -48,6 +48,9 @@ class KillPoint:
     nth: int = 1
     delay_s: float = 0.0
     """Wait this long after the line before killing (to land inside the work it announces)."""
+    before: str | None = None
+    """A line that must not have come yet when the kill lands: a kill after it is mistimed
+    (it would test another point), and fails the test with that said, not a later point."""
 
 
 def env(repo: Path) -> dict[str, str]:
@@ -100,6 +103,10 @@ def repro_killed_at(repo: Path, point: KillPoint, timeout: float = 900) -> tuple
                 time.sleep(point.delay_s)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                lines += [ln.rstrip("\n") for ln in proc.stdout]  # what was printed before the kill
+                if point.before and any(re.search(point.before, ln) for ln in lines):
+                    raise AssertionError(f"{point.name}: killed too late, after {point.before!r}:\n"
+                                         + "\n".join(lines[-20:]))
                 return True, lines
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -30,7 +30,11 @@ KILL_POINTS = [
     kh.KillPoint("train: step 3 (checkpoint 2 saved)", r"\{'loss'", nth=3),
     kh.KillPoint("train: resumed, 3 steps later (checkpoint 4 saved)", r"\{'loss'", nth=3),
     kh.KillPoint("evaluate: generating", r"evaluating data/models", delay_s=0.5),
-    kh.KillPoint("register: logging the model", r"Running stage 'register'", delay_s=4.0),
+    # Inside the upload, which ends seconds later, before the version exists (a fixed delay
+    # after the stage's start landed after "Created version" on a fast CPU: the next point
+    # then never came).
+    kh.KillPoint("register: logging the model", r"uploading the model", delay_s=0.3,
+                 before=r"Created version '"),
     kh.KillPoint("register: version created, alias not yet decided", r"Created version '"),
 ]
 

@@ -191,6 +191,7 @@ def register_model(
         # Uploading the model is the slow part: done before taking the lock, so a concurrent
         # register of another task's model or a promote never waits for it. The served default
         # is the decoding the metrics were measured with.
+        log.info("%s: uploading the model (run %s)", name, run.info.run_id)
         info = pyfunc.log_model(
             model_dir,
             decoding=str(metrics.get("decoding") or EvaluateConfig().decoding),

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from seqtune.config import load_params
 from seqtune.serving.bento import HF_SUBDIR
 from seqtune.serving.predict import input_field, predict_items
+from seqtune.tasks import get_task
 
 # BentoML routes its own logger to the server output; a child of it logs there too.
 log = logging.getLogger("bentoml.seqtune")
@@ -198,7 +199,7 @@ class Seqtune:
                 "source": meta.get("source"),
                 # What the service decodes with (params.yaml serve.decoding): the metrics above
                 # are the evaluate stage's, scored with the decoding it names in them.
-                "decoding": SERVE.decoding_for(task),
+                "decoding": get_task(task).decoding_for(SERVE.decoding_for(task)),
             }
             log.info("%s: serving %s v%s (%s)", task, self.info[task]["model"], self.info[task]["version"], stored.tag)
 

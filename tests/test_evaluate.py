@@ -194,6 +194,15 @@ def test_verified_decoding_reports_greedy_alongside(workspace, tmp_path):
     assert len(items) == 3 and all(isinstance(i["verified"], bool) and "greedy" in i for i in items)
 
 
+def test_verified_decoding_is_greedy_where_the_check_is_the_answer(workspace):
+    # RDKit's formula is both the check and the rule-based answer: verified beams would score
+    # the tool, not the model, so smiles2formula decodes (and reports) greedy.
+    params, *_ = workspace("smiles2formula", decoding="verified", zero_shot_baseline=False, n_eval=3)
+    metrics = evaluate.main("smiles2formula", params=params)
+    assert metrics["decoding"] == "greedy"
+    assert "greedy" not in metrics and "verified_rate" not in metrics
+
+
 def test_errors_say_what_to_do(workspace, tmp_path):
     from seqtune import paths
 

@@ -76,10 +76,20 @@ def test_predict_items_verified_decoding_and_generation_failures(tmp_path, tiny_
     from seqtune.pipeline.generation import Generator
     from seqtune.serving.predict import predict_items
 
+    iupac = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "n", "smiles2iupac"), max_new_tokens=16)
+    res = predict_items(iupac, ["CCO"], decoding="verified")
+    assert res[0]["output"] == iupac.predict(["CCO"], decoding="verified")[0].output
+    assert res[0]["verified"] is False  # no beam of the random model names ethanol
+    # smiles2formula's check is RDKit's formula itself: keeping the beam that checks out would
+    # be the rule-based tool answering, so `verified` decodes greedy there (and still checks).
     gen = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "m", "smiles2formula"), max_new_tokens=16)
+    asked: list[str] = []
+    spied = gen.predict
+    monkeypatch.setattr(gen, "predict", lambda sources, **kw: asked.append(kw["decoding"]) or spied(sources, **kw))
     res = predict_items(gen, ["CCO"], decoding="verified")
-    assert res[0]["output"] == gen.predict(["CCO"], decoding="verified")[0].output
-    assert res[0]["verified"] is False  # no beam of the random model is the right formula
+    assert asked == ["greedy"] and res[0]["output"] == spied(["CCO"])[0].output
+    assert res[0]["verified"] is False  # the random model's answer is not the formula
+    monkeypatch.undo()
     # A generation crash on one input (fault injected around the real generator) fails that
     # item only: the batch is retried item by item.
     real = gen.predict

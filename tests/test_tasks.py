@@ -204,3 +204,12 @@ def test_missing_java_gives_install_hint(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "ERR: OPSIN needs Java" in r.stdout, r.stdout + r.stderr
     assert "default-jre-headless" in r.stdout
+
+
+def test_verified_decoding_only_where_the_check_does_not_answer():
+    # OPSIN parses names (it does not write them): a fair check for smiles2iupac. For the other
+    # two the check is the rule-based answer itself, so `verified` falls back to greedy.
+    assert get_task("smiles2iupac").decoding_for("verified") == "verified"
+    assert get_task("smiles2formula").decoding_for("verified") == "greedy"
+    assert get_task("iupac2smiles").decoding_for("verified") == "greedy"
+    assert all(get_task(t).decoding_for(d) == d for t in TASK_NAMES for d in ("greedy", "beam"))

@@ -228,15 +228,20 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
     mlflow = setup_mlflow(mcfg.tracking_uri, mcfg.experiment)  # likewise: a broken store fails now
     sources = [r["source"] for r in rows]
     primary = t.primary_metric
-    log.info("evaluating %s on %d test items (%s decoding)", model_dir, len(rows), cfg.decoding)
+    # `verified` only where the task's check does not itself answer (Task.verified_decoding).
+    decoding = t.decoding_for(cfg.decoding)
+    if decoding != cfg.decoding:
+        log.info("%s: evaluate.decoding %s is not a fair decoding for this task (its check is the rule-based "
+                 "answer): decoding %s", task, cfg.decoding, decoding)
+    log.info("evaluating %s on %d test items (%s decoding)", model_dir, len(rows), decoding)
 
     gen = Generator.load(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     t0 = time.perf_counter()
-    preds = _predict(gen, sources, decoding=cfg.decoding, num_beams=cfg.num_beams, batch_size=cfg.batch_size, desc=task)
+    preds = _predict(gen, sources, decoding=decoding, num_beams=cfg.num_beams, batch_size=cfg.batch_size, desc=task)
     seconds = time.perf_counter() - t0
     outputs = {"model": [pr.output for pr in preds]}
     greedy_seconds = None
-    if cfg.decoding == "verified":
+    if decoding == "verified":
         # The gain of verified beams is only visible next to plain greedy on the same items,
         # and their cost only next to greedy's time for them.
         t0 = time.perf_counter()
@@ -257,7 +262,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "task": task,
         "n": len(rows),
-        "decoding": cfg.decoding,
+        "decoding": decoding,
         "num_beams": cfg.num_beams,
         "max_new_tokens": cfg.max_new_tokens,
         "batch_size": cfg.batch_size,
@@ -268,7 +273,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
         # The exact items scored: a different n_eval is a different test set for the registry.
         "eval_hash": rows_sha256([(r["source"], r["target"]) for r in rows]),
     }
-    if cfg.decoding == "verified":
+    if decoding == "verified":
         metrics["verified_rate"] = sum(bool(pr.verified) for pr in preds) / len(preds)
         metrics[GREEDY] = mean_metrics(scores[GREEDY])
         metrics["verified_gain"] = metrics[primary] - metrics[GREEDY][primary]

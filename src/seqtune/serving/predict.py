@@ -88,6 +88,7 @@ def predict_items(
     Invalid items get `valid=False` and an `error`; valid ones are generated in one batch
     (`Generator.predict`, left-padded) and checked with `task.verify` when it can."""
     task = generator.task
+    decoding = task.decoding_for(decoding)  # verified only where it is fair (Task.verified_decoding)
     problems = [_problem(task, it, max_input_length) for it in items]
     good = [i for i, p in enumerate(problems) if p is None]
     results: list[dict[str, Any]] = [

@@ -42,6 +42,12 @@ class Task(ABC):
     graded_metric: ClassVar[str | None] = None
     """Key of a partial-credit metric that moves before the primary one does (small models and
     small data rarely get an answer exactly right); reports plot it beside the primary."""
+    verified_decoding: ClassVar[bool] = False
+    """Whether `verified` decoding is fair for this task: `verify()` checks an answer without
+    producing one (OPSIN parses a name back; it does not write names). Where checking needs
+    the rule-based answer itself (RDKit's formula, OPSIN's structure of the input name),
+    keeping the beam that checks out would be the rule-based tool answering, not the model:
+    such tasks decode greedy whatever `decoding: verified` asks (`decoding_for`)."""
 
     @abstractmethod
     def label(self, smiles: Sequence[str], *, workers: int = 1) -> list[Labelled]:
@@ -68,6 +74,11 @@ class Task(ABC):
         """Whether each output is provably right for its source (e.g. OPSIN round-trip),
         or None when the task cannot check."""
         return None
+
+    def decoding_for(self, requested: str) -> str:
+        """The decoding that runs when `requested` is asked for: `verified` only where it is
+        fair (`verified_decoding`), else greedy."""
+        return "greedy" if requested == "verified" and not self.verified_decoding else requested
 
     def __repr__(self) -> str:
         return f"<task {self.name}: {self.source_kind} -> {self.target_kind}>"

@@ -107,6 +107,8 @@ class Smiles2Iupac(Task):
     instruction: ClassVar[str] = "Give the IUPAC name of the molecule with this SMILES."
     primary_metric: ClassVar[str] = "structure_match"
     graded_metric: ClassVar[str | None] = "tanimoto"
+    # OPSIN (a parser) checks a name; openclatura (a namer) makes the labels: independent tools.
+    verified_decoding: ClassVar[bool] = True
 
     @property
     def label_version(self) -> str:

@@ -403,6 +403,38 @@ def test_a_run_older_than_a_key_matches_that_keys_default_only():
     # a key the run did log still decides: another learning rate is another run
     lr = signature(Params(tasks=["smiles2formula"], train={"learning_rate": 1e-4}))
     assert match_run(runs, lr, "smiles2formula") is None
+    # A greedy-scored formula run is what a `verified` point gets (verified is not fair for
+    # smiles2formula: it ran greedy and was tagged so); for smiles2iupac verified is another run.
+    verified = signature(Params(tasks=["smiles2formula"], evaluate={"decoding": "verified"}))
+    assert match_run(runs, verified, "smiles2formula") is not None
+    iupac = pd.DataFrame([{**row, "tags.seqtune.task": "smiles2iupac", "metrics.eval.structure_match": 0.2}])
+    assert match_run(iupac, sig, "smiles2iupac") is not None
+    assert match_run(iupac, verified, "smiles2iupac") is None
     # evaluation tags are not defaulted: a run evaluated with unknown settings never matches
     del row["tags.evaluate.decoding"]
     assert match_run(pd.DataFrame([row]), sig, "smiles2formula") is None
+
+
+@pytest.mark.parametrize(("sweeps_file", "report"), [("sweeps-quick.yaml", "reports/quick"),
+                                                     ("sweeps-specialist.yaml", "reports/specialist"),
+                                                     ("sweeps-default.yaml", "reports/default")])
+def test_committed_reports_keep_their_run_records(sweeps_file, report):
+    """A params.yaml default that changes must not orphan a committed report's runs: every
+    sweep the committed report shows results for still finds a run record for each point that
+    has one. (The quick report silently lost all six of its sweeps when params.yaml's default
+    batch size went 16 -> 32; its sweep file now pins what those runs trained with.)"""
+    from seqtune.experiments.runs import collect_runs, match_run, signature
+    from seqtune.experiments.sweeps import load_sweeps, point_params
+
+    params = REPO / "params.yaml"
+    runs = collect_runs(params, records=REPO / "reports" / "runs")
+    sweeps = load_sweeps(REPO / sweeps_file, params)
+    raw = yaml.safe_load(params.read_text())
+    summary = (REPO / report / "findings.md").read_text().split("## Summary")[1].split("\n## ")[0]
+    shown = {m.group(1) for m in re.finditer(r"^\| \[(\w+)\]\(#\w+\) \|.*\| \*\*(?!not run)", summary, re.M)}
+    assert shown, f"{report}/findings.md shows no sweep results"
+    for name in shown:
+        found = [match_run(runs, signature(p), t) is not None
+                 for i in range(len(sweeps.sweeps[name].points))
+                 for p in [point_params(sweeps, name, i, raw)] for t in p.tasks]
+        assert any(found), f"{sweeps_file}: sweep {name} no longer matches any run record ({report} shows results for it)"

@@ -163,7 +163,8 @@ class ServeConfig(Section):
     decoding: Literal["greedy", "verified"] | dict[str, Literal["greedy", "verified"]] = "greedy"
     """One decoding for every task, or one per task (`{smiles2iupac: verified}`; a task not
     named decodes greedily). `verified`: the first of `num_beams` beams the task proves right
-    (smiles2iupac: OPSIN parses the name back to the input), else the top beam."""
+    (smiles2iupac: OPSIN parses the name back to the input), else the top beam; only where
+    the task's check does not itself answer (`Task.verified_decoding`), else greedy."""
     num_beams: int = Field(4, ge=2)
 
     @field_validator("decoding")

@@ -70,6 +70,10 @@ def match_run(runs, sig: dict[str, str], task: str):
     if runs is None or runs.empty or "tags.seqtune.task" not in runs or primary not in runs:
         return None
     cand = runs[(runs["tags.seqtune.task"] == task) & runs[primary].notna()]
+    # Runs are tagged with the decoding that ran: `verified` asked of a task it is not fair
+    # for ran greedy (Task.verified_decoding), so such a point is a greedy run.
+    if "tags.evaluate.decoding" in sig:
+        sig = {**sig, "tags.evaluate.decoding": get_task(task).decoding_for(sig["tags.evaluate.decoding"])}
     defaults = _key_defaults()
     for _, row in cand.iterrows():  # newest first
         if all(_same(row, col, value, defaults) for col, value in sig.items()):

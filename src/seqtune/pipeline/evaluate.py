@@ -290,7 +290,8 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
     with start_model_run(model_dir, run_name=f"evaluate-{task}"):
         # Tags, not params: a re-evaluation with other settings logs into the same training
         # run, and MLflow refuses to change a logged param.
-        mlflow.set_tags({f"evaluate.{k}": v for k, v in cfg.model_dump().items()})
+        # evaluate.decoding: the decoding that ran (verified asked of a task it is not fair for ran greedy).
+        mlflow.set_tags({f"evaluate.{k}": v for k, v in cfg.model_dump().items()} | {"evaluate.decoding": decoding})
         mlflow.log_metrics({f"eval.{k}": v for k, v in flat_metrics(metrics).items()})
         # Timings go to MLflow only: metrics/TASK.json must not change when the same model
         # is evaluated again (DVC outputs, the kill-and-resume test).

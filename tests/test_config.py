@@ -12,7 +12,7 @@ from tests.conftest import REPO
 def test_shipped_params_yaml_is_valid():
     p = load_params(REPO / "params.yaml")
     assert isinstance(p, Params)
-    assert p.tasks == ["smiles2iupac", "smiles2formula", "iupac2smiles"]
+    assert p.tasks == ["smiles2iupac"]  # make run's ~40 minutes go to the task that shows the method
 
 
 def test_shipped_params_sets_every_field_explicitly():

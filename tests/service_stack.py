@@ -23,7 +23,26 @@ import pytest
 from tests.logging_state import restored_logging
 
 REPO = Path(__file__).resolve().parents[1]
-PARAMS = REPO / "params.yaml"
+
+
+def _all_tasks_params() -> Path:
+    """The shipped params.yaml with every task: the service under test serves all three
+    (params.yaml's default trains and serves smiles2iupac only). Handed to the service as
+    SEQTUNE_PARAMS."""
+    import tempfile
+
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    from seqtune.tasks import TASK_NAMES
+
+    raw["tasks"] = list(TASK_NAMES)
+    path = Path(tempfile.mkdtemp(prefix="seqtune-test-params-")) / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+PARAMS = _all_tasks_params()
 SERVICE = "service.service:Seqtune"
 READY_TIMEOUT = 180  # s: model loading on a busy 2-core machine
 
@@ -99,7 +118,7 @@ def tiny_service_env(root: Path, empty_mlflow_db: Path | None = None) -> Iterato
         mp.setenv("BENTOML_HOME", str(home))
         # One torch thread in the server, as in the tests: same numerics, no oversubscription.
         mp.setenv("OMP_NUM_THREADS", "1")
-        mp.delenv("SEQTUNE_PARAMS", raising=False)
+        mp.setenv("SEQTUNE_PARAMS", str(PARAMS))  # every task (the service reads this file)
         mp.chdir(root)  # MLflow's artifact folder follows the working directory
         yield uri, home
 

@@ -48,6 +48,7 @@ def _sh(*args: str, env: dict[str, str], timeout: int) -> subprocess.CompletedPr
 # installs them and a missing tool must fail.
 @pytest.mark.skipif(_missing() is not None and not os.environ.get("CI"), reason=_missing() or "")
 def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
+    from seqtune.config import load_params
     from seqtune.pipeline.generation import Generator
     from seqtune.pipeline.registry import register_model
     from seqtune.tasks import TASK_NAMES, get_task
@@ -93,14 +94,16 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
         _sh("run", env=env, timeout=420)
         url = f"http://127.0.0.1:{port}"
         assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+        # The image serves the tasks of the params.yaml it carries (the shipped one: smiles2iupac).
         inputs = ["CCO", "c1ccccc1"]
-        res = requests.post(f"{url}/smiles2formula", json={"smiles": [*inputs, "(("]}, timeout=120).json()
-        expected = [p.output for p in Generator.load(folders["smiles2formula"]).predict(inputs)]
+        res = requests.post(f"{url}/smiles2iupac", json={"smiles": [*inputs, "(("]}, timeout=300).json()
+        serve = load_params(REPO / "params.yaml").serve
+        expected = [p.output for p in Generator.load(folders["smiles2iupac"]).predict(
+            inputs, decoding=serve.decoding_for("smiles2iupac"), num_beams=serve.num_beams)]
         assert [r["output"] for r in res[:2]] == expected and res[0]["version"] == "1", res
         assert res[2]["valid"] is False and res[2]["error"], res
         # OPSIN runs on the image's JVM: `verified` is a bool (None would mean no Java).
-        iupac = requests.post(f"{url}/smiles2iupac", json={"smiles": ["CCO"]}, timeout=120).json()
-        assert iupac[0]["valid"] is True and isinstance(iupac[0]["verified"], bool), iupac
+        assert res[0]["valid"] is True and isinstance(res[0]["verified"], bool), res
         print(f"run + requests {time.monotonic() - t1:.0f} s")
     finally:
         _sh("stop", env=env, timeout=120)

@@ -40,8 +40,11 @@ def _expected(folder: Path, inputs: list[str], task: str) -> list[str]:
     """The model's own answers, decoded as the service decodes `task` (serve.decoding)."""
     from seqtune.pipeline.generation import Generator
 
+    from seqtune.tasks import get_task
+
     serve = load_params(PARAMS).serve
-    return [p.output for p in Generator.load(folder).predict(inputs, decoding=serve.decoding_for(task), num_beams=serve.num_beams)]
+    decoding = get_task(task).decoding_for(serve.decoding_for(task))  # verified only where it is fair
+    return [p.output for p in Generator.load(folder).predict(inputs, decoding=decoding, num_beams=serve.num_beams)]
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +253,8 @@ def test_content_types(stack):
 @pytest.mark.slow
 @SERVER_TIMEOUT
 def test_health_ready_metadata(stack):
+    from seqtune.tasks import get_task
+
     assert requests.get(f"{stack.url}/healthz", timeout=10).status_code == 200
     assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200
     meta = requests.post(f"{stack.url}/metadata", timeout=10).json()
@@ -258,7 +263,9 @@ def test_health_ready_metadata(stack):
         assert info["model"] == f"seqtune-{task}" and info["version"] == "1"
         assert info["base_model"] == "tiny" and info["data_hash"] == "x" and info["test_hash"] == "y"
         assert info["primary_metric"] in info["metrics"]
-        assert info["decoding"] == load_params(PARAMS).serve.decoding_for(task)
+        # the decoding that runs: verified only where it is fair (smiles2iupac), else greedy
+        assert info["decoding"] == get_task(task).decoding_for(load_params(PARAMS).serve.decoding_for(task))
+    assert meta["tasks"]["smiles2iupac"]["decoding"] == "verified" and meta["tasks"]["smiles2formula"]["decoding"] == "greedy"
     assert meta["serve"]["batching"] is True and meta["serve"]["input_fields"] == FIELD
 
 

@@ -1,0 +1,109 @@
+"""Training-step throughput by batch size, eager vs `torch.compile`: which knobs pay on this CPU.
+
+    .venv/bin/python bench/train_step.py                          # SmolLM2-135M, batch 8/16/32/64, eager and compiled
+    .venv/bin/python bench/train_step.py --batch-sizes 32 --no-compile
+
+One step is what the train stage runs per batch: completion-only loss
+(`seqtune.pipeline.completion_loss`), backward, fused AdamW (the Trainer's default optimizer),
+in bf16 autocast where the CPU runs bf16 natively (else fp32). Batches are random token ids
+with lengths drawn like the specialist data (14-44 tokens, the last 9 the completion), a new
+length every step, so kernels see the variety of shapes length-grouped training gives them.
+Tokens/s counts every position of a batch (no padding here). The first steps of each
+configuration are warm-up (oneDNN kernel selection, compilation) and are timed apart.
+Prints the 1-minute load average before and after each configuration: other work on the
+cores changes the figures 2-8x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(base: Path, batch: int, compiled: bool, steps: int, warmup: int, bf16: bool) -> tuple[float, float]:
+    """(warm-up seconds, tokens/s over the timed steps) for one configuration."""
+    from transformers import AutoModelForCausalLM
+
+    from seqtune.pipeline.completion_loss import completion_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    if compiled:
+        # dynamic: the sequence length changes every batch; static shapes would recompile each time.
+        model.model = torch.compile(model.model, dynamic=True)
+    rng = random.Random(0)
+
+    def step() -> int:
+        length = rng.randint(14, 44)
+        ids = torch.randint(100, 40_000, (batch, length))
+        labels = ids.clone()
+        labels[:, : length - 9] = -100
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = completion_loss(model, ids, torch.ones_like(ids), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return batch * length
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    warm = time.perf_counter() - t0
+    t0, tokens = time.perf_counter(), 0
+    for _ in range(steps):
+        tokens += step()
+    return warm, tokens / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m", help="smollm2-135m | gemma3-270m | tiny | a local path")
+    ap.add_argument("--batch-sizes", default="8,16,32,64")
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per configuration")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--no-compile", action="store_true")
+    a = ap.parse_args()
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import tempfile
+
+    from train_throughput import base_model  # bench/ is not a package
+
+    from seqtune.pipeline.generation import native_bf16, pick_device
+
+    bf16 = native_bf16(pick_device())
+    print(f"model {a.model}, {'bf16 autocast' if bf16 else 'fp32'}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = base_model(a.model, Path(tmp))
+        rates: dict[tuple[int, bool], float] = {}
+        for batch in (int(b) for b in a.batch_sizes.split(",")):
+            for compiled in (False,) if a.no_compile else (False, True):
+                before = os.getloadavg()[0]
+                warm, rate = run(base, batch, compiled, a.steps, a.warmup, bf16)
+                rates[batch, compiled] = rate
+                print(f"batch {batch:3d} {'compiled' if compiled else 'eager   '}: {rate:7.1f} tokens/s "
+                      f"(warm-up {a.warmup} steps {warm:5.1f} s); load {before:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
+    for (batch, compiled), rate in rates.items():
+        if compiled and (batch, False) in rates:
+            print(f"batch {batch}: torch.compile {rate / rates[batch, False]:.2f}x eager")
+    if (32, False) in rates:
+        for (batch, compiled), rate in rates.items():
+            if not compiled and batch != 32:
+                print(f"batch {batch} eager: {rate / rates[32, False]:.2f}x batch 32 per token")
+
+
+if __name__ == "__main__":
+    main()

@@ -63,6 +63,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny(tmp_path_factory.mktemp("tiny") / "base")
 
 
+def shipped_params(overrides: dict | None = None) -> dict:
+    """The shipped params.yaml as a dict, each section updated by `overrides` (a section
+    that is not a mapping, like `tasks`, is replaced)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict) and isinstance(raw.get(section), dict):
+            raw[section].update(values)
+        else:
+            raw[section] = values
+    return raw
+
+
 @pytest.fixture
 def params_file(tmp_path):
     """Write a params.yaml (shipped file + overrides) into tmp_path and return its path.
@@ -71,12 +85,7 @@ def params_file(tmp_path):
     import yaml
 
     def make(overrides: dict | None = None) -> Path:
-        raw = yaml.safe_load((REPO / "params.yaml").read_text())
-        for section, values in (overrides or {}).items():
-            if isinstance(values, dict) and isinstance(raw.get(section), dict):
-                raw[section].update(values)
-            else:
-                raw[section] = values
+        raw = shipped_params(overrides)
         path = tmp_path / "params.yaml"
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
         return path

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, shipped_params
 
 BIN = Path(sys.executable).parent
 
@@ -68,13 +68,7 @@ def make_repo(root: Path, overrides: dict, empty_store: Path | None = None) -> P
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for f in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / f, root / f)
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in overrides.items():
-        if isinstance(values, dict):
-            raw[section].update(values)
-        else:
-            raw[section] = values
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(shipped_params(overrides), sort_keys=False))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, env=env(root), check=True, capture_output=True)
     return root

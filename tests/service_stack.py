@@ -33,12 +33,11 @@ def _all_tasks_params() -> Path:
 
     import yaml
 
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
     from seqtune.tasks import TASK_NAMES
+    from tests.conftest import shipped_params
 
-    raw["tasks"] = list(TASK_NAMES)
     path = Path(tempfile.mkdtemp(prefix="seqtune-test-params-")) / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(yaml.safe_dump(shipped_params({"tasks": list(TASK_NAMES)}), sort_keys=False))
     return path
 
 

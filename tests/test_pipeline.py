@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, shipped_params
 
 BIN = Path(sys.executable).parent
 TASKS = ["smiles2iupac", "smiles2formula", "iupac2smiles"]
 
 TINY_PARAMS = {
-    # Every task: the end-to-end test covers all three (params.yaml's default trains one).
-    "tasks": ["smiles2iupac", "smiles2formula", "iupac2smiles"],
+    "tasks": TASKS,  # the end-to-end test covers all three (params.yaml's default trains one)
     "molecules": {"source": "rdkit-samples", "max_raw": 300, "max_heavy_atoms": 18, "workers": 1},
     "data": {"n_train": 32, "n_test": 12, "workers": 1, "chunk_size": 64},
     "base_model": {"name": "tiny"},
@@ -42,13 +41,7 @@ def _sh(cmd: list[str], cwd: Path) -> str:
 
 
 def _write_params(repo: Path, overrides: dict) -> None:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in overrides.items():
-        if isinstance(values, dict):
-            raw[section].update(values)
-        else:
-            raw[section] = values
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(shipped_params(overrides), sort_keys=False))
 
 
 def _versions(name: str) -> list[int]:

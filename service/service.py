@@ -182,7 +182,8 @@ class Seqtune:
             folder = Path(stored.path) / HF_SUBDIR
             # The generator batches whatever one model call gets: a whole adaptive batch, or
             # a whole request when batching is off.
-            gen = Generator.load(folder, batch_size=max(SERVE.max_batch_size, SERVE.max_items))
+            gen = Generator.load(folder, batch_size=max(SERVE.max_batch_size, SERVE.max_items),
+                                 max_new_tokens=SERVE.max_new_tokens)
             self.generators[task] = gen
             meta = dict(stored.info.metadata)
             self.info[task] = {

@@ -88,21 +88,39 @@ class Stack:
     bentoml_home: Path
 
 
-def import_tiny_champions(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None) -> dict[str, Path]:
-    """Register a tiny champion per task in `root`/mlflow.db and import them into
-    `root`/bentoml (call with MLFLOW_TRACKING_URI, BENTOML_HOME and cwd pointing there).
-    Returns task -> the champion's model folder."""
-    from seqtune.pipeline.registry import register_model
-    from seqtune.tasks import TASK_NAMES, get_task
+def real_size_champion(base: Path, dst: Path, task: str) -> Path:
+    """A real-size champion folder for `task`: a converted base model (tests.real_models, e.g.
+    SmolLM2-135M) with seqtune.json, in the plain format the specialists use. It was never
+    fine-tuned, so it rarely emits EOS: every answer runs to serve.max_new_tokens, the most
+    work an item can cost."""
+    shutil.copytree(base, dst)
+    card = {"task": task, "format": "plain", "base_model": base.name, "data_hash": "x", "test_hash": "y", "method": "full"}
+    (dst / "seqtune.json").write_text(json.dumps(card))
+    return dst
 
-    folders = {}
-    for task in TASK_NAMES:
-        folders[task] = tiny_champion(tiny_model_dir, root / "models" / task, task)
-        res = register_model(task, folders[task], {get_task(task).primary_metric: 0.0}, params=PARAMS)
+
+def import_champions(folders: dict[str, Path]) -> dict[str, Path]:
+    """Register `folders` (task -> model folder, every task) as champions in the current
+    MLflow store and import them into the current BentoML home (call with
+    MLFLOW_TRACKING_URI, BENTOML_HOME and cwd set, e.g. inside `tiny_service_env`)."""
+    from seqtune.pipeline.registry import register_model
+    from seqtune.tasks import get_task
+
+    for task, folder in folders.items():
+        res = register_model(task, folder, {get_task(task).primary_metric: 0.0}, params=PARAMS)
         assert res.promoted, res
     done = seqtune_cli("bento", "import", "--params", str(PARAMS))
     assert done.returncode == 0, done.stderr
     return folders
+
+
+def import_tiny_champions(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None) -> dict[str, Path]:
+    """Register a tiny champion per task in `root`/mlflow.db and import them into
+    `root`/bentoml (call with MLFLOW_TRACKING_URI, BENTOML_HOME and cwd pointing there).
+    Returns task -> the champion's model folder."""
+    from seqtune.tasks import TASK_NAMES
+
+    return import_champions({t: tiny_champion(tiny_model_dir, root / "models" / t, t) for t in TASK_NAMES})
 
 
 @contextmanager

@@ -98,7 +98,7 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
         inputs = ["CCO", "c1ccccc1"]
         res = requests.post(f"{url}/smiles2iupac", json={"smiles": [*inputs, "(("]}, timeout=300).json()
         serve = load_params(REPO / "params.yaml").serve
-        expected = [p.output for p in Generator.load(folders["smiles2iupac"]).predict(
+        expected = [p.output for p in Generator.load(folders["smiles2iupac"], max_new_tokens=serve.max_new_tokens).predict(
             inputs, decoding=serve.decoding_for("smiles2iupac"), num_beams=serve.num_beams)]
         assert [r["output"] for r in res[:2]] == expected and res[0]["version"] == "1", res
         assert res[2]["valid"] is False and res[2]["error"], res

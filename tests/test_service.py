@@ -44,7 +44,8 @@ def _expected(folder: Path, inputs: list[str], task: str) -> list[str]:
 
     serve = load_params(PARAMS).serve
     decoding = get_task(task).decoding_for(serve.decoding_for(task))  # verified only where it is fair
-    return [p.output for p in Generator.load(folder).predict(inputs, decoding=decoding, num_beams=serve.num_beams)]
+    gen = Generator.load(folder, max_new_tokens=serve.max_new_tokens)
+    return [p.output for p in gen.predict(inputs, decoding=decoding, num_beams=serve.num_beams)]
 
 
 @pytest.fixture(scope="module")

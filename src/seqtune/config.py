@@ -160,6 +160,9 @@ class ServeConfig(Section):
     max_latency_ms: int = Field(10000, gt=0)
     max_items: int = Field(64, gt=0)
     max_input_length: int = Field(300, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    """Generated tokens per answer at most: an answer still going then is cut there (a model
+    that never emits EOS costs exactly this much per item, so it bounds every request)."""
     decoding: Literal["greedy", "verified"] | dict[str, Literal["greedy", "verified"]] = "greedy"
     """One decoding for every task, or one per task (`{smiles2iupac: verified}`; a task not
     named decodes greedily). `verified`: the first of `num_beams` beams the task proves right

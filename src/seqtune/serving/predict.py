@@ -141,6 +141,7 @@ def _local(task: str, inputs: list[str], params: Path | str) -> list[dict[str, A
     log.info("loading %s (v%s)", uri, mv.version)
     generator = mlflow.pyfunc.load_model(uri).unwrap_python_model().generator
     cfg = load_params(params).serve
+    generator.max_new_tokens = cfg.max_new_tokens  # answer as the service would
     results = predict_items(generator, inputs, decoding=cfg.decoding_for(task), num_beams=cfg.num_beams,
                             max_input_length=cfg.max_input_length)
     name = registry.model_name(task, params=params)

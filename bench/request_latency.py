@@ -1,0 +1,95 @@
+"""Single-request latency of the generator, by weight precision and torch threads: what one
+small-molecule request costs the service before HTTP and batching.
+
+    .venv/bin/python bench/request_latency.py                                # data/models/smiles2iupac
+    .venv/bin/python bench/request_latency.py --model data/models/smiles2iupac --threads 1,2 --requests 16
+
+For each thread count and precision, `--requests` molecules are answered one at a time with
+`Generator.predict([smiles])` (greedy, as the service decodes a lone request), after two
+warm-up requests. Precisions:
+- fp32: fp32 weights, no autocast (what an AVX2-only CPU runs);
+- autocast: fp32 weights under bf16 autocast (the generator's default where the CPU has
+  native bf16: AVX512-BF16/AMX);
+- bf16: the weights themselves cast to bf16 (no fp32 master copy: half the bytes per token).
+Prints p50/p90 seconds per request, ms per generated token (EOS counted), and how many
+outputs equal the first precision's (a precision that changes answers is not a free lever).
+A model that never emits EOS runs to `--max-new-tokens` every time. Prints the load averages:
+other work on the cores skews the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def main() -> None:
+    import torch
+
+    from seqtune.pipeline.generation import Generator, native_bf16
+    from train_throughput import molecules
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=REPO / "data" / "models" / "smiles2iupac",
+                    help="a fine-tuned model folder (with seqtune.json)")
+    ap.add_argument("--requests", type=int, default=12)
+    ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
+    ap.add_argument("--precisions", default="fp32,autocast,bf16")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    a = ap.parse_args()
+    if not (a.model / "seqtune.json").exists():
+        sys.exit(f"{a.model} is not a seqtune model folder: train one (make run) or pass --model")
+
+    base = Generator.load(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1)
+    precisions = a.precisions.split(",")
+    if not native_bf16(torch.device("cpu")):
+        print("this CPU has no native bf16: bf16 matmuls are emulated (bench/cpu_bf16.py); expect them slow")
+    gens = {}
+    for p in precisions:
+        model = base.model if p != "bf16" else copy.deepcopy(base.model).to(torch.bfloat16)
+        gen = Generator(model, base.tokenizer, task=base.task.name, fmt=base.format,
+                        max_new_tokens=a.max_new_tokens, batch_size=1)
+        gen.bf16 = p == "autocast"  # fp32: no autocast; bf16 weights need none
+        gens[p] = gen
+    sources = molecules(a.requests + 2, seed=1)
+    warm, sources = sources[:2], sources[2:]
+    load = os.getloadavg()
+    print(f"{a.model} ({base.task.name}, {base.format} format), {a.requests} single requests, "
+          f"max_new_tokens {a.max_new_tokens}")
+    print(f"{'threads':>7} {'precision':>9} {'p50 s':>7} {'p90 s':>7} {'ms/token':>8} {'tokens/req':>10} {'same outputs':>12}")
+    reference: list[str] | None = None
+    for threads in (int(t) for t in a.threads.split(",")):
+        torch.set_num_threads(threads)
+        for p, gen in gens.items():
+            for s in warm:
+                gen.predict([s])
+            times, outs, tokens = [], [], 0
+            for s in sources:
+                t = time.perf_counter()
+                (pred,) = gen.predict([s])
+                times.append(time.perf_counter() - t)
+                outs.append(pred.output)
+                tokens += len(gen.tokenizer(pred.output, add_special_tokens=False)["input_ids"]) + 1
+            if reference is None:
+                reference = outs
+            same = sum(x == y for x, y in zip(outs, reference))
+            q = statistics.quantiles(times, n=10)
+            print(f"{threads:>7} {p:>9} {statistics.median(times):>7.3f} {q[-1]:>7.3f} "
+                  f"{1000 * sum(times) / tokens:>8.1f} {tokens / len(sources):>10.1f} {same:>6}/{len(sources)}")
+    print(f"load 1/5/15 min before {'/'.join(f'{x:.2f}' for x in load)}, after "
+          f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

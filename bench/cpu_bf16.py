@@ -67,10 +67,9 @@ def main() -> None:
         sys.exit(f"{folder} has no model: run `dvc repro base_model` or pass --model tiny")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     gen = Generator(model, AutoTokenizer.from_pretrained(folder), task="smiles2iupac", fmt="plain",
-                    max_new_tokens=a.max_new_tokens, batch_size=len(PROMPTS))
+                    max_new_tokens=a.max_new_tokens, batch_size=len(PROMPTS), precision="fp32")
     results = {}
     for name, ctx in (("fp32", nullcontext()), ("bf16 autocast", torch.autocast("cpu", dtype=torch.bfloat16))):
-        gen.bf16 = False  # the context here decides, not the generator's own choice
         with ctx:
             gen.generate(PROMPTS[:1])
             t = time.perf_counter()

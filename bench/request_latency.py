@@ -3,6 +3,7 @@ small-molecule request costs the service before HTTP and batching.
 
     .venv/bin/python bench/request_latency.py                                # data/models/smiles2iupac
     .venv/bin/python bench/request_latency.py --model data/models/smiles2iupac --threads 1,2 --requests 16
+    .venv/bin/python bench/request_latency.py --test data/datasets/smiles2iupac/test.parquet --n-test 200
 
 For each thread count and precision, `--requests` molecules are answered one at a time with
 `Generator.predict([smiles])` (greedy, as the service decodes a lone request), after two
@@ -10,11 +11,15 @@ warm-up requests. Precisions:
 - fp32: fp32 weights, no autocast (what an AVX2-only CPU runs);
 - autocast: fp32 weights under bf16 autocast (the generator's default where the CPU has
   native bf16: AVX512-BF16/AMX);
-- bf16: the weights themselves cast to bf16 (no fp32 master copy: half the bytes per token).
+- bf16: the weights themselves cast to bf16 (no fp32 master copy: half the bytes per token;
+  `precision: auto` where the CPU has native bf16).
 Prints p50/p90 seconds per request, ms per generated token (EOS counted), and how many
 outputs equal the first precision's (a precision that changes answers is not a free lever).
-A model that never emits EOS runs to `--max-new-tokens` every time. Prints the load averages:
-other work on the cores skews the figures.
+A model that never emits EOS runs to `--max-new-tokens` every time. With `--test` (the model's
+own test split, as the data stage wrote it) it also decodes the first `--n-test` items in
+batches of 32 per precision: items/s and the task's primary metric, so a faster precision
+shows what it costs in quality on the same items. Prints the load averages: other work on the
+cores skews the figures.
 """
 
 from __future__ import annotations
@@ -47,21 +52,22 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     ap.add_argument("--precisions", default="fp32,autocast,bf16")
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--test", type=Path, help="the model's test split (.parquet) for the batched quality check")
+    ap.add_argument("--n-test", type=int, default=200)
     a = ap.parse_args()
     if not (a.model / "seqtune.json").exists():
         sys.exit(f"{a.model} is not a seqtune model folder: train one (make run) or pass --model")
 
-    base = Generator.load(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1)
+    base = Generator.load(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1, precision="fp32")
     precisions = a.precisions.split(",")
     if not native_bf16(torch.device("cpu")):
-        print("this CPU has no native bf16: bf16 matmuls are emulated (bench/cpu_bf16.py); expect them slow")
+        print("this CPU has no native bf16 (emulated bf16 is ~45x slower, bench/cpu_bf16.py): fp32 only")
+        precisions = ["fp32"]
     gens = {}
     for p in precisions:
-        model = base.model if p != "bf16" else copy.deepcopy(base.model).to(torch.bfloat16)
-        gen = Generator(model, base.tokenizer, task=base.task.name, fmt=base.format,
-                        max_new_tokens=a.max_new_tokens, batch_size=1)
-        gen.bf16 = p == "autocast"  # fp32: no autocast; bf16 weights need none
-        gens[p] = gen
+        model = base.model if p != "bf16" else copy.deepcopy(base.model)  # the bf16 copy leaves fp32 intact
+        gens[p] = Generator(model, base.tokenizer, task=base.task.name, fmt=base.format,
+                            max_new_tokens=a.max_new_tokens, batch_size=1, precision=p)
     sources = molecules(a.requests + 2, seed=1)
     warm, sources = sources[:2], sources[2:]
     load = os.getloadavg()
@@ -87,6 +93,23 @@ def main() -> None:
             q = statistics.quantiles(times, n=10)
             print(f"{threads:>7} {p:>9} {statistics.median(times):>7.3f} {q[-1]:>7.3f} "
                   f"{1000 * sum(times) / tokens:>8.1f} {tokens / len(sources):>10.1f} {same:>6}/{len(sources)}")
+    if a.test:
+        import pandas as pd
+
+        torch.set_num_threads(max(int(t) for t in a.threads.split(",")))
+        rows = pd.read_parquet(a.test).head(a.n_test).to_dict("records")
+        primary = base.task.primary_metric
+        print(f"batched greedy, batch 32, first {len(rows)} items of {a.test}, {torch.get_num_threads()} threads:")
+        first = None
+        for p, gen in gens.items():
+            gen.batch_size = 32
+            t = time.perf_counter()
+            outs = [pr.output for pr in gen.predict([r["source"] for r in rows])]
+            sec = time.perf_counter() - t
+            score = statistics.mean(x[primary] for x in base.task.score_batch(outs, rows))
+            first = first or outs
+            print(f"{p:>9}: {len(rows) / sec:6.2f} items/s, {primary} {score:.3f}, "
+                  f"same outputs as {precisions[0]} {sum(x == y for x, y in zip(outs, first))}/{len(rows)}")
     print(f"load 1/5/15 min before {'/'.join(f'{x:.2f}' for x in load)}, after "
           f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -183,7 +183,7 @@ class Seqtune:
             # The generator batches whatever one model call gets: a whole adaptive batch, or
             # a whole request when batching is off.
             gen = Generator.load(folder, batch_size=max(SERVE.max_batch_size, SERVE.max_items),
-                                 max_new_tokens=SERVE.max_new_tokens)
+                                 max_new_tokens=SERVE.max_new_tokens, precision=SERVE.precision)
             self.generators[task] = gen
             meta = dict(stored.info.metadata)
             self.info[task] = {
@@ -201,6 +201,7 @@ class Seqtune:
                 # What the service decodes with (params.yaml serve.decoding): the metrics above
                 # are the evaluate stage's, scored with the decoding it names in them.
                 "decoding": get_task(task).decoding_for(SERVE.decoding_for(task)),
+                "precision": gen.precision,  # the weights it generates with (serve.precision resolved)
             }
             log.info("%s: serving %s v%s (%s)", task, self.info[task]["model"], self.info[task]["version"], stored.tag)
 

@@ -162,14 +162,15 @@ def test_precision_choice():
             train.use_bf16("bf16", cpu)
 
 
-def test_generator_autocasts_only_with_native_bf16(monkeypatch, tiny_model_dir):
-    """On an AVX2-only CPU the generator must run fp32: emulated bf16 made eval and serving
-    ~45x slower per matmul there."""
+def test_generator_precision_follows_native_bf16(monkeypatch, tiny_model_dir):
+    """auto: bf16 weights where bf16 is native, fp32 (never autocast) where it is emulated
+    (~45x slower per matmul on an AVX2-only CPU); autocast only when asked; bf16 asked of a
+    CPU without it is an error, not a crawl."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from seqtune.pipeline import generation
 
-    model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     seen = []
     real = torch.autocast
 
@@ -178,12 +179,22 @@ def test_generator_autocasts_only_with_native_bf16(monkeypatch, tiny_model_dir):
         return real(*a, **kw)
 
     monkeypatch.setattr(generation.torch, "autocast", spy)
-    for native in (False, True):
+    cases = [(False, "auto", torch.float32, []), (True, "auto", torch.bfloat16, []),
+             (True, "autocast", torch.float32, [torch.bfloat16]), (True, "fp32", torch.float32, [])]
+    for native, precision, dtype, autocasts in cases:
         seen.clear()
         monkeypatch.setattr(generation, "native_bf16", lambda device, n=native: n)
-        gen = generation.Generator(model, tok, task="smiles2formula", fmt="plain", max_new_tokens=2)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        gen = generation.Generator(model, tok, task="smiles2formula", fmt="plain", max_new_tokens=2, precision=precision)
         gen.generate(["CCO"])
-        assert seen == ([torch.bfloat16] if native else [])
+        assert {p.dtype for p in gen.model.parameters()} == {dtype}, (native, precision)
+        assert seen == autocasts, (native, precision)
+    monkeypatch.setattr(generation, "native_bf16", lambda device: False)
+    for precision in ("bf16", "autocast"):
+        with pytest.raises(ValueError, match="no native bf16"):
+            generation.resolve_precision(precision, torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown precision"):
+        generation.resolve_precision("fp16", torch.device("cpu"))
 
 
 # ---------------------------------------------------------------- training runs (tiny model)

@@ -128,6 +128,10 @@ class EvaluateConfig(Section):
     decoding: Literal["greedy", "beam", "verified"] = "greedy"
     num_beams: int = Field(4, ge=1)
     zero_shot_baseline: bool = True
+    precision: Literal["auto", "bf16", "autocast", "fp32"] = "auto"
+    """Weights the model generates with (generation.resolve_precision): auto = bf16 where
+    native, else fp32. Not a sweep-matching key: like train.precision it resolves per machine;
+    the evaluation tags the precision that ran."""
     size_buckets: list[int] = Field(default_factory=lambda: [10, 15, 20, 25, 30, 40, 60])
 
     @field_validator("size_buckets")
@@ -160,6 +164,9 @@ class ServeConfig(Section):
     max_latency_ms: int = Field(10000, gt=0)
     max_items: int = Field(64, gt=0)
     max_input_length: int = Field(300, gt=0)
+    precision: Literal["auto", "bf16", "autocast", "fp32"] = "auto"
+    """As evaluate.precision: auto = bf16 weights where native (single request ~2x faster than
+    autocast), else fp32."""
     max_new_tokens: int = Field(48, gt=0)
     """Generated tokens per answer at most: an answer still going then is cut there (a model
     that never emits EOS costs exactly this much per item, so it bounds every request)."""

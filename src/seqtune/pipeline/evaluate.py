@@ -113,15 +113,16 @@ def _base_generator(task: str, fmt: str, cfg: EvaluateConfig):
     import torch
     from transformers import AutoTokenizer
 
-    from seqtune.pipeline.generation import Generator, pick_device
+    from seqtune.pipeline.generation import Generator, pick_device, resolve_precision
     from seqtune.pipeline.model_files import load_causal_lm
 
     _require_base_model()
     device = pick_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if resolve_precision(cfg.precision, device) == "bf16" else torch.float32
     model = load_causal_lm(paths.BASE_MODEL, dtype=dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE_MODEL)
-    return Generator(model, tokenizer, task=task, fmt=fmt, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    return Generator(model, tokenizer, task=task, fmt=fmt, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                     precision=cfg.precision)
 
 
 # ---------------------------------------------------------------------------------------
@@ -235,7 +236,8 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
                  "answer): decoding %s", task, cfg.decoding, decoding)
     log.info("evaluating %s on %d test items (%s decoding)", model_dir, len(rows), decoding)
 
-    gen = Generator.load(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    gen = Generator.load(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, precision=cfg.precision)
+    precision = gen.precision
     t0 = time.perf_counter()
     preds = _predict(gen, sources, decoding=decoding, num_beams=cfg.num_beams, batch_size=cfg.batch_size, desc=task)
     seconds = time.perf_counter() - t0
@@ -263,6 +265,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
         "task": task,
         "n": len(rows),
         "decoding": decoding,
+        "precision": precision,
         "num_beams": cfg.num_beams,
         "max_new_tokens": cfg.max_new_tokens,
         "batch_size": cfg.batch_size,
@@ -291,7 +294,8 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
         # Tags, not params: a re-evaluation with other settings logs into the same training
         # run, and MLflow refuses to change a logged param.
         # evaluate.decoding: the decoding that ran (verified asked of a task it is not fair for ran greedy).
-        mlflow.set_tags({f"evaluate.{k}": v for k, v in cfg.model_dump().items()} | {"evaluate.decoding": decoding})
+        mlflow.set_tags({f"evaluate.{k}": v for k, v in cfg.model_dump().items()}
+                        | {"evaluate.decoding": decoding, "evaluate.precision": precision})
         mlflow.log_metrics({f"eval.{k}": v for k, v in flat_metrics(metrics).items()})
         # Timings go to MLflow only: metrics/TASK.json must not change when the same model
         # is evaluated again (DVC outputs, the kill-and-resume test).

@@ -15,10 +15,8 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from typing import Any
 
-import torch
 from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
@@ -123,13 +121,12 @@ class GenerationEval(TrainerCallback):
 
         start = time.perf_counter()
         was_training = model.training
-        gen = Generator(model, self.tokenizer, task=self.task, fmt=self.fmt,
-                        max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
-        # Generator autocasts on CPU itself; on CUDA the fp32 master weights run in bf16 too.
-        cast = torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 and model.device.type == "cuda" else nullcontext()
+        # The model being trained: its fp32 master weights must stay as they are (a Generator
+        # casts its model to bf16 under precision auto), so bf16 runs as autocast, as in training.
+        gen = Generator(model, self.tokenizer, task=self.task, fmt=self.fmt, max_new_tokens=self.max_new_tokens,
+                        batch_size=self.batch_size, precision="autocast" if args.bf16 else "fp32")
         try:
-            with cast:
-                preds = [p.output for p in gen.predict([e["source"] for e in self.examples])]
+            preds = [p.output for p in gen.predict([e["source"] for e in self.examples])]
         finally:
             model.train(was_training)
         scores = get_task(self.task).score_batch(preds, self.examples)

@@ -57,9 +57,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """What `precision` (evaluate/serve.precision) means on `device`: bf16, autocast or fp32.
 
     auto: bf16 weights where bf16 is native, else fp32. bf16 weights halve the bytes each
-    decode step reads: a single request of make run's smiles2iupac champion took p50 0.71 s
-    in bf16 vs 1.38 s under bf16 autocast (fp32 weights cast per call) and 1.28 s in fp32,
-    and batched greedy ran 15.3 vs 8.5 items/s, structure match 0.205 vs 0.210 on the same
+    decode step reads: a single request of make run's smiles2iupac champion took p50 0.71-0.78 s
+    in bf16 vs 1.04-1.38 s under bf16 autocast (fp32 weights cast per call) and ~1.3 s in fp32,
+    and batched greedy ran 15.3 vs 8.5-10.8 items/s, structure match 0.205 vs 0.210 on the same
     200 items (`bench/request_latency.py`, 2-core AVX512-BF16 EPYC). `autocast` is how
     evaluations before 2026-12-06 ran; asking for bf16 where it is emulated is an error."""
     if precision not in PRECISIONS:

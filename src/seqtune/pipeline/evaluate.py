@@ -110,16 +110,14 @@ def _require_base_model() -> None:
 
 def _base_generator(task: str, fmt: str, cfg: EvaluateConfig):
     """The zero-shot base model with the same prompt format and the same Generator code."""
-    import torch
     from transformers import AutoTokenizer
 
-    from seqtune.pipeline.generation import Generator, pick_device, resolve_precision
+    from seqtune.pipeline.generation import Generator, pick_device, weights_dtype
     from seqtune.pipeline.model_files import load_causal_lm
 
     _require_base_model()
     device = pick_device()
-    dtype = torch.bfloat16 if resolve_precision(cfg.precision, device) == "bf16" else torch.float32
-    model = load_causal_lm(paths.BASE_MODEL, dtype=dtype).to(device)
+    model = load_causal_lm(paths.BASE_MODEL, dtype=weights_dtype(cfg.precision, device)).to(device)
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE_MODEL)
     return Generator(model, tokenizer, task=task, fmt=fmt, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                      precision=cfg.precision)

@@ -73,6 +73,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def weights_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype to hold the weights in for `precision` on `device` (bf16 only for bf16;
+    autocast keeps fp32 weights)."""
+    return torch.bfloat16 if resolve_precision(precision, device) == "bf16" else torch.float32
+
+
 def read_model_card(model_dir: Path | str) -> dict:
     path = Path(model_dir) / MODEL_CARD
     if not path.exists():
@@ -98,8 +104,7 @@ class Generator:
                  drop_finished: bool = True, precision: str = "auto"):
         # The model's weights are cast in place to the resolved precision (resolve_precision).
         self.precision = resolve_precision(precision, model.device)
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self.model = model.to(dtype).eval()
+        self.model = model.to(weights_dtype(self.precision, model.device)).eval()
         # Greedy decoding by `_greedy` (rows leave the batch at EOS) instead of `model.generate`.
         self.drop_finished = drop_finished
         self.tokenizer = tokenizer
@@ -121,8 +126,8 @@ class Generator:
 
         card = read_model_card(model_dir)
         device = torch.device(device) if device else pick_device()
-        dtype = torch.bfloat16 if resolve_precision(precision, device) == "bf16" else torch.float32
-        model = load_causal_lm(model_dir, dtype=dtype).to(device)
+        # Loaded in the final dtype: no transient fp32 copy of a model served in bf16.
+        model = load_causal_lm(model_dir, dtype=weights_dtype(precision, device)).to(device)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         return cls(model, tokenizer, task=card["task"], fmt=card["format"], precision=precision, **kw)
 

@@ -13,12 +13,16 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
+import yaml
 
 from tests.logging_state import restored_logging
 
@@ -194,3 +198,48 @@ def bento_server(tag: str, env: dict[str, str], *, port: int, log: Path) -> Iter
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_serve(proc)
+
+
+def wait_ready(url: str, proc: subprocess.Popen) -> Counter:
+    """Poll /readyz until 200; returns what it answered before (status codes, 'refused')."""
+    seen: Counter = Counter()
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the server exited while starting"
+        try:
+            code = requests.get(f"{url}/readyz", timeout=5).status_code
+        except requests.ConnectionError:
+            code = "refused"
+        except requests.Timeout:
+            code = "no answer in 5 s"
+        if code == 200:
+            return seen
+        seen[code] += 1
+        time.sleep(0.05)
+    raise TimeoutError("not ready")
+
+
+@contextmanager
+def serving(tmp_path, empty_mlflow_db, champions, serve: dict | None = None):
+    """(url, process, log, champion folders, what /readyz said before ready) of a running
+    server of the champions `champions(root)` registers (task -> folder); `serve`: params.yaml
+    `serve` settings that differ from the tests' params file."""
+    from seqtune.tasks import TASK_NAMES
+    from tests.conftest import shipped_params
+
+    with tiny_service_env(tmp_path, empty_mlflow_db):
+        folders = champions(tmp_path)
+        port = free_port()
+        log = tmp_path / "server.log"
+        env = os.environ.copy()
+        if serve:
+            path = tmp_path / "serve-params.yaml"
+            path.write_text(yaml.safe_dump(shipped_params({"tasks": list(TASK_NAMES), "serve": serve}), sort_keys=False))
+            env["SEQTUNE_PARAMS"] = str(path)
+        proc = start_serve(SERVICE, env, port=port, log=log, cwd=REPO)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            before_ready = wait_ready(url, proc)
+            yield url, proc, log, folders, before_ready
+        finally:
+            stop_serve(proc)

@@ -179,6 +179,24 @@ def test_champion_pyfunc_predicts_like_the_generator(params, make_model):
     assert model.predict(sources, params={"decoding": "beam"}) == beams  # num_beams=2 from the metrics
 
 
+def test_champion_loads_in_the_precision_the_loader_asks_for(params, make_model):
+    """`seqtune predict` without --url loads the champion with serve.precision: the logged
+    model must accept that override (MLflow ignores load-time keys the logged config lacks)."""
+    import mlflow
+    import torch
+
+    from seqtune.pipeline.generation import resolve_precision
+
+    register_model(TASK, make_model(0), metrics(0.1), params=params)
+    uri = registry.champion_uri(TASK, params=params)
+    default = mlflow.pyfunc.load_model(uri).unwrap_python_model().generator
+    assert default.precision == resolve_precision("auto", torch.device("cpu"))
+    fp32 = mlflow.pyfunc.load_model(uri, model_config={"precision": "fp32"}).unwrap_python_model().generator
+    assert fp32.precision == "fp32" and fp32.model.dtype == torch.float32
+    with pytest.raises(ValueError, match="unknown precision"):
+        mlflow.pyfunc.load_model(uri, model_config={"precision": "fp8"})
+
+
 def test_models_registered_before_the_package_layout_still_unpickle():
     """MLflow pickles the pyfunc class by reference: versions registered before the move to
     seqtune.pipeline name `seqtune.pyfunc.SeqtuneModel`, which must still resolve."""

@@ -23,18 +23,15 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from contextlib import contextmanager
 
 import pytest
 import requests
-import yaml
 
 from seqtune.tasks import TASK_NAMES
 
-from tests.conftest import shipped_params
 from tests.real_models import converted
 from tests.service_stack import (READY_TIMEOUT, REPO, SERVICE, free_port, import_champions, import_tiny_champions,
-                                 real_size_champion, start_serve, stop_serve, tiny_champion, tiny_service_env)
+                                 real_size_champion, serving, start_serve, stop_serve, tiny_champion, tiny_service_env)
 
 CONCURRENCY = 64
 SOAK_S = float(os.environ.get("SEQTUNE_SOAK_S", "40"))
@@ -48,25 +45,6 @@ def exit_code(proc: subprocess.Popen, timeout: float = READY_TIMEOUT) -> int:
     except subprocess.TimeoutExpired:
         stop_serve(proc)
         pytest.fail(f"the server did not exit within {timeout} s (it should have refused to start)")
-
-
-def wait_ready(url: str, proc: subprocess.Popen) -> Counter:
-    """Poll /readyz until 200; returns what it answered before (status codes, 'refused')."""
-    seen: Counter = Counter()
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server exited while starting"
-        try:
-            code = requests.get(f"{url}/readyz", timeout=5).status_code
-        except requests.ConnectionError:
-            code = "refused"
-        except requests.Timeout:
-            code = "no answer in 5 s"
-        if code == 200:
-            return seen
-        seen[code] += 1
-        time.sleep(0.05)
-    raise TimeoutError("not ready")
 
 
 def tree_rss(pid: int) -> int:
@@ -84,29 +62,6 @@ def tree_rss(pid: int) -> int:
         except psutil.NoSuchProcess:
             pass
     return total
-
-
-@contextmanager
-def serving(tmp_path, empty_mlflow_db, champions, serve: dict | None = None):
-    """(url, process, log, champion folders, what /readyz said before ready) of a running
-    server of the champions `champions(root)` registers (task -> folder); `serve`: params.yaml
-    `serve` settings that differ from the tests' params file."""
-    with tiny_service_env(tmp_path, empty_mlflow_db):
-        folders = champions(tmp_path)
-        port = free_port()
-        log = tmp_path / "server.log"
-        env = os.environ.copy()
-        if serve:
-            path = tmp_path / "serve-params.yaml"
-            path.write_text(yaml.safe_dump(shipped_params({"tasks": list(TASK_NAMES), "serve": serve}), sort_keys=False))
-            env["SEQTUNE_PARAMS"] = str(path)
-        proc = start_serve(SERVICE, env, port=port, log=log, cwd=REPO)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            before_ready = wait_ready(url, proc)
-            yield url, proc, log, folders, before_ready
-        finally:
-            stop_serve(proc)
 
 
 @pytest.fixture

@@ -183,6 +183,9 @@ def register_model(
         return _already_registered(client, name, rcfg, mv, tags)
 
     model_config = {k: metrics[k] for k in ("max_new_tokens", "batch_size") if metrics.get(k) is not None}
+    # Logged as `auto` (resolves on the machine that loads it) so a loader can override it:
+    # MLflow only lets load-time model_config change keys the logged config has.
+    model_config["precision"] = "auto"
 
     from seqtune.pipeline import pyfunc
 

@@ -138,9 +138,12 @@ def _local(task: str, inputs: list[str], params: Path | str) -> list[dict[str, A
     mv = registry.champion(task, params=params)
     import mlflow
 
-    log.info("loading %s (v%s)", uri, mv.version)
-    generator = mlflow.pyfunc.load_model(uri).unwrap_python_model().generator
     cfg = load_params(params).serve
+    log.info("loading %s (v%s, precision %s)", uri, mv.version, cfg.precision)
+    # The service's precision, so `predict` without --url answers as the service would.
+    # (Versions registered before 2026-12-07 log no precision key: MLflow ignores the override
+    # there, with a warning, and they load `auto`.)
+    generator = mlflow.pyfunc.load_model(uri, model_config={"precision": cfg.precision}).unwrap_python_model().generator
     generator.max_new_tokens = cfg.max_new_tokens  # answer as the service would
     results = predict_items(generator, inputs, decoding=cfg.decoding_for(task), num_beams=cfg.num_beams,
                             max_input_length=cfg.max_input_length)

@@ -53,6 +53,9 @@ BATCHING = SERVE.max_batch_size > 1  # BentoML requires max_batch_size > 1 for a
 _JSON_TYPES = {b"", b"application/json", b"text/plain", b"application/x-www-form-urlencoded"}
 # Largest sensible body: every item at full length, each character escaped (\uXXXX\uXXXX).
 MAX_BODY = SERVE.max_items * (SERVE.max_input_length * 12 + 8) + 4096
+# Seconds a client is told to wait after a 503: the batcher sheds a request once it has queued
+# serve.max_latency_ms, so by then the queue it met has been answered or shed too.
+RETRY_AFTER_S = max(1, -(-SERVE.max_latency_ms // 1000))
 
 
 class ItemResult(BaseModel):
@@ -111,7 +114,9 @@ def _endpoint(task: str):
 
 class _RequestGuard:
     """ASGI middleware on POST routes: JSON only (415 otherwise, and `curl -d`'s form type
-    is read as JSON), bodies larger than any valid request refused (413) before parsing."""
+    is read as JSON), bodies larger than any valid request refused (413) before parsing, and
+    a `Retry-After` on every 503 (BentoML's batcher sheds requests that queued past
+    `serve.max_latency_ms` with a bare 503; clients that back off read this header)."""
 
     def __init__(self, app, *, routes: set[str], max_body: int):
         self.app, self.routes, self.max_body = app, routes, max_body
@@ -143,7 +148,21 @@ class _RequestGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, _retry_after_on_503(send))
+
+
+def _retry_after_on_503(send):
+    """`send` with `Retry-After: RETRY_AFTER_S` added to a 503 response that lacks one."""
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start" and message["status"] == 503:
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == b"retry-after" for k, _ in headers):
+                headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
 
 
 async def _reply(send, status: int, message: str) -> None:

@@ -1,5 +1,6 @@
 """The service under sustained load and faults: a bounded soak at 64 concurrent clients, what
-/readyz says while models load, SIGTERM draining in-flight requests, clear startup errors.
+/readyz says while models load, SIGTERM draining in-flight requests, shed requests told when
+to retry, clear startup errors.
 
     .venv/bin/python -m pytest -q -s tests/test_soak.py        # prints the soak figures
     SEQTUNE_SOAK_S=300 .venv/bin/python -m pytest -q -s tests/test_soak.py::test_soak   # longer
@@ -233,6 +234,41 @@ def test_sigterm_drains_in_flight_requests(server):
     assert results == [(200, 64)] * 24, results
     assert rc == 0, f"exit code {rc}; log:\n{log.read_text()[-3000:]}"
     print(f"\nSIGTERM with {in_flight} of 24 requests in flight: all 24 answered (64 items each), exit 0")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_shed_requests_say_when_to_retry(tmp_path, tiny_model_dir, empty_mlflow_db):
+    """Requests the batcher sheds (queued past serve.max_latency_ms) get a 503 with a
+    `Retry-After` of that latency in whole seconds, and `seqtune predict --url` turns it into
+    "busy, retry in N s"; answered ones are untouched. A 1 ms latency makes any queue of two
+    or more shed, so 48 concurrent requests must meet it."""
+    import concurrent.futures
+
+    from seqtune.serving.predict import _remote
+
+    with serving(tmp_path, empty_mlflow_db, lambda root: import_tiny_champions(root, tiny_model_dir),
+                 {"max_latency_ms": 1}) as (url, _, _, _, _):
+        def call(i):
+            smiles = [VALID[i % len(VALID)]]
+            if i % 2:  # the CLI client
+                try:
+                    return "predict", len(_remote("smiles2formula", smiles, url, timeout=120))
+                except RuntimeError as e:
+                    return "predict", str(e)
+            r = requests.post(f"{url}/smiles2formula", json={"smiles": smiles}, timeout=120)
+            return r.status_code, r.headers.get("retry-after")
+
+        with concurrent.futures.ThreadPoolExecutor(48) as pool:
+            answers = Counter(pool.map(call, range(192)))
+    http = {k: v for k, v in answers.items() if k[0] != "predict"}
+    shed = {k: v for k, v in http.items() if k[0] == 503}
+    refused = {k[1] for k in answers if k[0] == "predict" and k[1] != 1}
+    print(f"\n192 requests, 48 at a time, max_latency_ms 1: {dict(answers)}")
+    assert shed and refused, f"nothing was shed at a 1 ms latency, the test proves nothing: {dict(answers)}"
+    assert set(shed) == {(503, "1")}, f"a 503 without Retry-After: 1: {dict(answers)}"
+    assert set(http) - set(shed) <= {(200, None)}, dict(answers)
+    assert all("is busy (503" in m and "retry in 1 s" in m for m in refused), refused
 
 
 @pytest.mark.slow

@@ -126,6 +126,9 @@ def _remote(task: str, inputs: list[str], url: str, timeout: float) -> list[dict
         raise RuntimeError(f"no answer from {endpoint}: {e}\nStart the service with `make serve` (or check --url).") from e
     if resp.status_code == 404:
         raise ValueError(f"{url} has no /{task} endpoint; is it a seqtune service serving {task}?")
+    if resp.status_code == 503:  # shed by the batcher: busy, not wrong; the service says when to retry
+        raise RuntimeError(f"{endpoint} is busy (503: the request queued past serve.max_latency_ms); "
+                           f"retry in {resp.headers.get('retry-after', 'a few')} s, or send fewer items at once")
     if resp.status_code >= 400:
         raise ValueError(f"the service refused the request ({resp.status_code}): {resp.text[:500]}")
     return resp.json()

@@ -51,13 +51,13 @@ run: install
 	seqtune registry list
 
 # The `specialist` profile (issue 11): small molecules (BRICS fragments of MOSES, <= 15 heavy
-# atoms), the shortest prompt (plain), completion-only logits, 48-90 min of training per task on 2 CPU
+# atoms), the shortest prompt (plain), completion-only logits, 74-102 min of training per task on 2 CPU
 # cores with bf16. One DVC experiment per task because n_train/epochs differ per task; each
 # registers its own champion (a workspace experiment: params.yaml keeps its values after). `make specialist SPECIALIST_TASKS=smiles2iupac` runs one.
 SPECIALIST_COMMON := -S molecules.source=moses -S molecules.fragments=brics -S molecules.max_raw=30000 \
 	-S molecules.max_heavy_atoms=15 -S data.format=plain -S data.n_test=1000 -S train.batch_size=32 \
 	-S train.save_steps=200 -S train.val_size=128 -S evaluate.n_eval=500 -S evaluate.max_new_tokens=48 -S evaluate.decoding=greedy
-SPECIALIST_smiles2iupac := -S data.n_train=10000 -S train.epochs=2
+SPECIALIST_smiles2iupac := -S data.n_train=16000 -S train.epochs=2
 SPECIALIST_smiles2formula := -S data.n_train=22000 -S train.epochs=2
 SPECIALIST_iupac2smiles := -S data.n_train=10000 -S train.epochs=2
 SPECIALIST_TASKS ?= smiles2iupac smiles2formula iupac2smiles

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -55,7 +56,7 @@ _JSON_TYPES = {b"", b"application/json", b"text/plain", b"application/x-www-form
 MAX_BODY = SERVE.max_items * (SERVE.max_input_length * 12 + 8) + 4096
 # Seconds a client is told to wait after a 503: the batcher sheds a request once it has queued
 # serve.max_latency_ms, so by then the queue it met has been answered or shed too.
-RETRY_AFTER_S = max(1, -(-SERVE.max_latency_ms // 1000))
+RETRY_AFTER_S = math.ceil(SERVE.max_latency_ms / 1000)  # >= 1: max_latency_ms > 0
 
 
 class ItemResult(BaseModel):

@@ -8,11 +8,12 @@ generator's greedy loop (DynamicCache, eager, full 49,152-row head).
 Every path decodes greedily, one request at a time (batch 1, as the service answers a lone
 request), in the precision `serve.precision: auto` picks here (bf16 weights where bf16 is
 native). Paths:
-- eager: `Generator._greedy`, what evaluation and the service run today;
+- eager: `Generator._greedy` with the full head;
 - static+compile: prefill eager into a `StaticCache` of fixed length, then every decode step
   through one `torch.compile`d forward (fixed shapes: compiled once per cache length);
-- trimmed-head: the decoder body, then logits only for the token ids that appear in the
-  training completions (+ EOS) of the model's task (`--train`, its train split): the head is
+- trimmed-head: the decoder body, then logits only for the model's answer vocabulary (its
+  seqtune.json, or the tokens of `--train`'s completions + EOS; the generator's `AnswerHead`
+  does this by default since 2026-12-06): the head is
   ~21% of SmolLM2-135M's bytes read per token, and a trained specialist's greedy token almost
   never lies outside that set (counted: "same outputs");
 - static+compile+trimmed: both.
@@ -36,14 +37,23 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
 
-def answer_token_ids(train: Path, tokenizer) -> list[int]:
-    """Sorted ids of every token in the train split's completions, plus EOS."""
+def answer_token_ids(model_dir: Path, tokenizer, train: Path | None = None) -> tuple[list[int], str]:
+    """The model's answer vocabulary and where it came from: its seqtune.json, or for a model
+    trained before cards recorded it, the tokens of `train`'s completions + EOS, computed as
+    training computes them (`sft_data.answer_token_ids`)."""
+    import json
+
     import pandas as pd
 
-    ids = {tokenizer.eos_token_id}
-    for c in pd.read_parquet(train, columns=["completion"])["completion"]:
-        ids.update(tokenizer(c, add_special_tokens=False)["input_ids"])
-    return sorted(ids)
+    from seqtune.pipeline.sft_data import answer_token_ids as from_rows, encode_batch
+
+    card = json.loads((model_dir / "seqtune.json").read_text())
+    if card.get("answer_token_ids"):
+        return card["answer_token_ids"], "seqtune.json"
+    if train is None or not train.exists():
+        sys.exit(f"{model_dir}'s seqtune.json records no answer vocabulary: pass --train <its train.parquet>")
+    df = pd.read_parquet(train, columns=["prompt", "completion"])
+    return from_rows(encode_batch(tokenizer, df.prompt.tolist(), df.completion.tolist())), f"{train.name} completions + EOS"
 
 
 class Decoder:
@@ -116,9 +126,11 @@ def main() -> None:
     if not (a.model / "seqtune.json").exists():
         sys.exit(f"{a.model} is not a seqtune model folder: train one (make run) or pass --model")
     torch.set_num_threads(a.threads)
-    gen = Generator.load(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1, precision="auto")
-    train = a.train or REPO / "data" / "datasets" / gen.task.name / "train.parquet"
-    head_ids = answer_token_ids(train, gen.tokenizer)
+    # The full head: the reference every other path is compared with.
+    gen = Generator.load(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1, precision="auto",
+                         answer_vocab=False)
+    head_ids, source = answer_token_ids(a.model, gen.tokenizer,
+                                        a.train or REPO / "data" / "datasets" / gen.task.name / "train.parquet")
     vocab = gen.model.get_output_embeddings().weight.shape[0]
     eos = gen.tokenizer.eos_token_id
     sources = molecules(a.requests + 2, seed=1)
@@ -126,7 +138,7 @@ def main() -> None:
     prompts = [gen.tokenizer(gen.prompts([s]), return_tensors="pt")["input_ids"] for s in sources]
     load = os.getloadavg()
     print(f"{a.model} ({gen.task.name}), {gen.precision} weights, {a.threads} threads, {len(sources)} single requests; "
-          f"head trimmed to {len(head_ids)} of {vocab} tokens ({train.name} completions + EOS)")
+          f"head trimmed to {len(head_ids)} of {vocab} tokens ({source})")
     paths = {
         "eager": lambda ids: gen._greedy(ids, torch.ones_like(ids))[0],
         "trimmed-head": Decoder(gen.model, eos, a.max_new_tokens, static=False, head_ids=head_ids),

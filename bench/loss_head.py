@@ -1,5 +1,6 @@
 """The LM head on completion positions only vs the stock full-logits loss: time per
-training step, side by side in one process, same model, batch and weights.
+training step, side by side in one process, same model, batch and weights; and a third loss
+that is not used in training, the head restricted to the answer vocabulary.
 
     .venv/bin/python bench/loss_head.py                        # SmolLM2-135M (data/base_model), plain-format pairs
     .venv/bin/python bench/loss_head.py --model gemma3-270m    # the 262k-vocabulary head
@@ -7,8 +8,13 @@ training step, side by side in one process, same model, batch and weights.
 Runs forward + backward + an AdamW step for `--steps` batches of real smiles2iupac-shaped
 pairs (`data/datasets/smiles2iupac/train.parquet` when present, else synthetic SMILES =>
 name pairs of the same shape), alternating the two losses step by step so drift in machine
-load hits both alike. Prints ms per step for each, their ratio, both losses on the first
+load hits them alike. Prints ms per step for each, their ratio, both losses on the first
 batch (equal up to bf16 rounding), and the load average.
+
+The third, `answer vocab`: completion-only logits over only the tokens of the batches'
+completions + EOS (softmax over that set; generation's `AnswerHead` decodes from the same set).
+It changes the loss, so it is measured to say whether it would pay, and training does not use
+it (see the README's bench table).
 """
 
 from __future__ import annotations
@@ -71,11 +77,30 @@ def main() -> None:
     batches = [collate(rows[i : i + a.batch]) for i in range(0, len(rows), a.batch)]
     bf16 = native_bf16(torch.device("cpu"))  # the same choice training makes
 
-    def step(b, fast: bool) -> float:
+    from seqtune.pipeline.sft_data import answer_token_ids
+
+    ids = torch.tensor(answer_token_ids(rows))
+    lookup = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
+    lookup[ids] = torch.arange(len(ids))
+
+    def answer_vocab_loss(b) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        hidden = model.get_decoder()(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                     use_cache=False).last_hidden_state
+        target = F.pad(b["labels"], (0, 1), value=-100)[:, 1:]
+        keep = target != -100
+        logits = F.linear(hidden[keep], model.get_output_embeddings().weight[ids]).float()
+        return F.cross_entropy(logits, lookup[target[keep]])
+
+    def step(b, fast) -> float:
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = (completion_loss(model, b["input_ids"], b["attention_mask"], b["labels"]) if fast
-                    else model(**b).loss)
+            if fast == "answer":
+                loss = answer_vocab_loss(b)
+            else:
+                loss = (completion_loss(model, b["input_ids"], b["attention_mask"], b["labels"]) if fast
+                        else model(**b).loss)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -85,13 +110,15 @@ def main() -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         full0 = model(**b0).loss.item()
         fast0 = completion_loss(model, b0["input_ids"], b0["attention_mask"], b0["labels"]).item()
-    step(b0, False)  # warm-up, both paths
-    step(b0, True)
-    times = {False: [], True: []}
+        vocab0 = answer_vocab_loss(b0).item()
+    for fast in (False, True, "answer"):  # warm-up, every path
+        step(b0, fast)
+    times = {False: [], True: [], "answer": []}
     for b in batches[1:]:
-        for fast in (False, True):
+        for fast in times:
             times[fast].append(step(b, fast)[0])
     full, fast = statistics.median(times[False]) * 1000, statistics.median(times[True]) * 1000
+    vocab = statistics.median(times["answer"]) * 1000
     lab = sum(int((b["labels"] != -100).sum()) for b in batches) / sum(b["input_ids"].numel() for b in batches)
     print(f"model {folder.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, vocab {model.config.vocab_size}), "
           f"batch {a.batch}, {'bf16 autocast' if bf16 else 'fp32'}, {torch.get_num_threads()} threads")
@@ -99,6 +126,8 @@ def main() -> None:
     print(f"full logits:      {full:8.1f} ms/step (median of {a.steps}); first-batch loss {full0:.4f}")
     print(f"completion only:  {fast:8.1f} ms/step (median of {a.steps}); first-batch loss {fast0:.4f}")
     print(f"speed-up: {full / fast:.2f}x")
+    print(f"answer vocab ({len(ids)} tokens; not used: another loss): {vocab:8.1f} ms/step; first-batch loss {vocab0:.4f}; "
+          f"{fast / vocab:.2f}x completion only")
     print("load average %.2f %.2f %.2f" % os.getloadavg())
 
 

@@ -1,25 +1,32 @@
-"""Single-request latency of the generator, by weight precision and torch threads: what one
-small-molecule request costs the service before HTTP and batching.
+"""Single-request latency of the generator, by weight precision, LM head and torch threads: what
+one small-molecule request costs the service before HTTP and batching.
 
     .venv/bin/python bench/request_latency.py                                # data/models/smiles2iupac
     .venv/bin/python bench/request_latency.py --model data/models/smiles2iupac --threads 1,2 --requests 16
     .venv/bin/python bench/request_latency.py --test data/datasets/smiles2iupac/test.parquet --n-test 200
+    .venv/bin/python bench/request_latency.py --molecules known --precisions bf16 --heads full,answer --threads 2
 
-For each thread count and precision, `--requests` molecules are answered one at a time with
-`Generator.predict([smiles])` (greedy, as the service decodes a lone request), after two
-warm-up requests. Precisions:
+For each thread count, precision and head, `--requests` molecules are answered one at a time
+with `Generator.predict([smiles])` (greedy, as the service decodes a lone request), after two
+warm-up requests. `--molecules random`: random fragment molecules of 2-10 fragments (drug
+size, ~22 answer tokens); `known`: the 20 well-known small molecules of `known_molecules.py`
+(ethanol ... ibuprofen). Heads: `full` (all 49,152 tokens) and `answer` (the model's answer
+vocabulary, `generation.AnswerHead`: from its seqtune.json, or computed from `--train` for a
+model trained before cards recorded it). Precisions:
 - fp32: fp32 weights, no autocast (what an AVX2-only CPU runs);
 - autocast: fp32 weights under bf16 autocast (the generator's default where the CPU has
   native bf16: AVX512-BF16/AMX);
 - bf16: the weights themselves cast to bf16 (no fp32 master copy: half the bytes per token;
   `precision: auto` where the CPU has native bf16).
 Prints p50/p90 seconds per request, ms per generated token (EOS counted), and how many
-outputs equal the first precision's (a precision that changes answers is not a free lever).
+outputs equal the first precision and head's (a lever that changes answers is not free).
 A model that never emits EOS runs to `--max-new-tokens` every time. With `--test` (the model's
 own test split, as the data stage wrote it) it also decodes the first `--n-test` items in
-batches of 32 per precision: items/s and the task's primary metric, so a faster precision
-shows what it costs in quality on the same items. Prints the load averages: other work on the
-cores skews the figures.
+batches of 32 per precision and head: items/s and the task's primary metric, so a faster precision
+shows what it costs in quality on the same items; `--issue-baseline` adds there the generator
+as it was when the speed issue was filed (bf16 autocast over fp32 weights, every batch through
+`model.generate`, full head), so the ratio to today's defaults is measured side by side.
+Prints the load averages: other work on the cores skews the figures.
 """
 
 from __future__ import annotations
@@ -42,42 +49,64 @@ sys.path.insert(0, str(REPO / "bench"))
 def main() -> None:
     import torch
 
+    from decode_paths import answer_token_ids
+    from known_molecules import KNOWN
     from seqtune.pipeline.generation import Generator, native_bf16
     from train_throughput import molecules
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=REPO / "data" / "models" / "smiles2iupac",
                     help="a fine-tuned model folder (with seqtune.json)")
-    ap.add_argument("--requests", type=int, default=12)
+    ap.add_argument("--requests", type=int, default=12, help="with --molecules random")
+    ap.add_argument("--molecules", choices=["random", "known"], default="random")
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     ap.add_argument("--precisions", default="fp32,autocast,bf16")
+    ap.add_argument("--heads", default="full", help="comma-separated: full, answer")
+    ap.add_argument("--train", type=Path, help="train split for a model whose seqtune.json has no answer vocabulary")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--test", type=Path, help="the model's test split (.parquet) for the batched quality check")
     ap.add_argument("--n-test", type=int, default=200)
+    ap.add_argument("--issue-baseline", action="store_true",
+                    help="with --test: also the generator as the speed issue found it (autocast, model.generate)")
     a = ap.parse_args()
     if not (a.model / "seqtune.json").exists():
         sys.exit(f"{a.model} is not a seqtune model folder: train one (make run) or pass --model")
 
-    base = Generator.load(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1, precision="fp32")
+    # fp32, full head: every other generator works on its own copy (a Generator casts its
+    # model in place and installs its head in it).
+    base = Generator.load(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1, precision="fp32",
+                          answer_vocab=False)
     precisions = a.precisions.split(",")
     if not native_bf16(torch.device("cpu")):
         print("this CPU has no native bf16 (emulated bf16 is ~45x slower, bench/cpu_bf16.py): fp32 only")
         precisions = ["fp32"]
+    heads = a.heads.split(",")
+    ids = None
+    if "answer" in heads:
+        train = a.train or REPO / "data" / "datasets" / base.task.name / "train.parquet"
+        ids, source = answer_token_ids(a.model, base.tokenizer, train)
+        print(f"answer head: {len(ids)} of {base.model.config.vocab_size} tokens ({source})")
     gens = {}
     for p in precisions:
-        model = base.model if p != "bf16" else copy.deepcopy(base.model)  # the bf16 copy leaves fp32 intact
-        gens[p] = Generator(model, base.tokenizer, task=base.task.name, fmt=base.format,
-                            max_new_tokens=a.max_new_tokens, batch_size=1, precision=p)
-    sources = molecules(a.requests + 2, seed=1)
-    warm, sources = sources[:2], sources[2:]
+        for h in heads:
+            gens[f"{p}/{h}"] = Generator(copy.deepcopy(base.model), base.tokenizer, task=base.task.name, fmt=base.format,
+                                         max_new_tokens=a.max_new_tokens, batch_size=1, precision=p,
+                                         answer_ids=ids if h == "answer" else None)
+    if a.molecules == "known":
+        sources = [smi for _, smi in KNOWN]
+        warm = molecules(2, seed=1)
+    else:
+        sources = molecules(a.requests + 2, seed=1)
+        warm, sources = sources[:2], sources[2:]
     load = os.getloadavg()
-    print(f"{a.model} ({base.task.name}, {base.format} format), {a.requests} single requests, "
+    print(f"{a.model} ({base.task.name}, {base.format} format), {len(sources)} single requests ({a.molecules} molecules), "
           f"max_new_tokens {a.max_new_tokens}")
-    print(f"{'threads':>7} {'precision':>9} {'p50 s':>7} {'p90 s':>7} {'ms/token':>8} {'tokens/req':>10} {'same outputs':>12}")
+    print(f"{'threads':>7} {'precision/head':>14} {'p50 s':>7} {'p90 s':>7} {'ms/token':>8} {'tokens/req':>10} "
+          f"{'same outputs':>12}")
     reference: list[str] | None = None
     for threads in (int(t) for t in a.threads.split(",")):
         torch.set_num_threads(threads)
-        for p, gen in gens.items():
+        for name, gen in gens.items():
             for s in warm:
                 gen.predict([s])
             times, outs, tokens = [], [], 0
@@ -91,7 +120,7 @@ def main() -> None:
                 reference = outs
             same = sum(x == y for x, y in zip(outs, reference))
             q = statistics.quantiles(times, n=10)
-            print(f"{threads:>7} {p:>9} {statistics.median(times):>7.3f} {q[-1]:>7.3f} "
+            print(f"{threads:>7} {name:>14} {statistics.median(times):>7.3f} {q[-1]:>7.3f} "
                   f"{1000 * sum(times) / tokens:>8.1f} {tokens / len(sources):>10.1f} {same:>6}/{len(sources)}")
     if a.test:
         import pandas as pd
@@ -100,16 +129,21 @@ def main() -> None:
         rows = pd.read_parquet(a.test).head(a.n_test).to_dict("records")
         primary = base.task.primary_metric
         print(f"batched greedy, batch 32, first {len(rows)} items of {a.test}, {torch.get_num_threads()} threads:")
-        first = None
-        for p, gen in gens.items():
+        batched = dict(gens)
+        if a.issue_baseline and native_bf16(torch.device("cpu")):
+            batched["issue baseline"] = Generator(copy.deepcopy(base.model), base.tokenizer, task=base.task.name,
+                                                  fmt=base.format, max_new_tokens=a.max_new_tokens, batch_size=32,
+                                                  precision="autocast", drop_finished=False)
+        first, first_name = None, None
+        for name, gen in batched.items():
             gen.batch_size = 32
             t = time.perf_counter()
             outs = [pr.output for pr in gen.predict([r["source"] for r in rows])]
             sec = time.perf_counter() - t
             score = statistics.mean(x[primary] for x in base.task.score_batch(outs, rows))
-            first = first or outs
-            print(f"{p:>9}: {len(rows) / sec:6.2f} items/s, {primary} {score:.3f}, "
-                  f"same outputs as {precisions[0]} {sum(x == y for x, y in zip(outs, first))}/{len(rows)}")
+            first, first_name = first or outs, first_name or name
+            print(f"{name:>14}: {len(rows) / sec:6.2f} items/s, {primary} {score:.3f}, "
+                  f"same outputs as {first_name} {sum(x == y for x, y in zip(outs, first))}/{len(rows)}")
     print(f"load 1/5/15 min before {'/'.join(f'{x:.2f}' for x in load)}, after "
           f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
 

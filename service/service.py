@@ -203,7 +203,8 @@ class Seqtune:
             # The generator batches whatever one model call gets: a whole adaptive batch, or
             # a whole request when batching is off.
             gen = Generator.load(folder, batch_size=max(SERVE.max_batch_size, SERVE.max_items),
-                                 max_new_tokens=SERVE.max_new_tokens, precision=SERVE.precision)
+                                 max_new_tokens=SERVE.max_new_tokens, precision=SERVE.precision,
+                                 answer_vocab=SERVE.answer_vocab)
             self.generators[task] = gen
             meta = dict(stored.info.metadata)
             self.info[task] = {
@@ -222,6 +223,8 @@ class Seqtune:
                 # are the evaluate stage's, scored with the decoding it names in them.
                 "decoding": get_task(task).decoding_for(SERVE.decoding_for(task)),
                 "precision": gen.precision,  # the weights it generates with (serve.precision resolved)
+                # tokens its LM head computes (serve.answer_vocab and the model's card); None: all
+                "answer_vocab": gen.answer_vocab,
             }
             log.info("%s: serving %s v%s (%s)", task, self.info[task]["model"], self.info[task]["version"], stored.tag)
 

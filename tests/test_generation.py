@@ -7,6 +7,10 @@ finished rows and their KV cache; `drop_finished=False` is transformers' `genera
 outputs must be identical: on the tiny model with large random weights (outputs differ per
 input, some stop early) and on the real SmolLM2-135M in the chat format (answers of varied
 length ending at <|im_end|>), where dropping rows changes the batch shape of every later step.
+
+The answer-vocabulary head (`AnswerHead`): its logits equal the full head's on its tokens,
+greedy outputs are the full head's whenever those chose answer tokens, every decoding emits
+only answer tokens, and a model whose logits bypass the head keeps its full head.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqtune.pipeline.generation import Generator
+from seqtune.pipeline.generation import AnswerHead, Generator, install_answer_head
 from tests.real_models import converted
 
 SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC", "C1CCCCC1", "CC(C)O", "OC(=O)c1ccccc1", "C=CC#N",
@@ -46,6 +50,75 @@ def test_dropping_finished_rows_gives_generates_outputs(lively_model_dir):
     ).generate(SMILES[:4], num_beams=2)
 
 
+def _lively(folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def _used_ids(tok, outputs: list[list[str]]) -> set[int]:
+    """The tokens of decoded outputs, plus the special tokens decoding hides (a random model
+    emits <pad> too)."""
+    return {t for o in outputs for t in tok(o[0], add_special_tokens=False)["input_ids"]} | set(tok.all_special_ids)
+
+
+def test_answer_head_logits_are_the_full_heads_on_its_tokens(lively_model_dir):
+    model, tok = _lively(lively_model_dir)
+    full = model.get_output_embeddings()
+    ids = [tok.eos_token_id, *tok.convert_tokens_to_ids(list("CNO()=123"))]
+    head = AnswerHead(full, ids)
+    h = torch.randn(3, 5, full.in_features)
+    got, ref = head(h), full(h)
+    keep = torch.zeros(full.out_features, dtype=torch.bool)
+    keep[ids] = True
+    torch.testing.assert_close(got[..., keep], ref[..., keep])
+    assert torch.isneginf(got[..., ~keep]).all()
+    # Argmax over the trimmed logits is the full head's argmax restricted to `ids`.
+    restricted = ref.masked_fill(~keep, float("-inf")).argmax(-1)
+    assert torch.equal(got.argmax(-1), restricted)
+
+
+def test_answer_vocab_greedy_is_the_full_heads_when_it_answers_in_vocab(lively_model_dir):
+    model, tok = _lively(lively_model_dir)
+    kw = dict(task="smiles2formula", fmt="plain", max_new_tokens=16, batch_size=8)
+    full = Generator(model, tok, **kw).generate(SMILES)
+    # The vocabulary holds exactly the tokens the full head emitted, and no more: any
+    # misindexed row or a wrong id mapping would change a greedy output.
+    ids = _used_ids(tok, full)
+    assert len(tok) - len(ids) >= 20  # a real cut: tokens the trimmed head must never pick
+    model2, _ = _lively(lively_model_dir)
+    trimmed = Generator(model2, tok, answer_ids=sorted(ids), **kw)
+    assert trimmed.answer_vocab == len(ids)
+    assert isinstance(model2.get_output_embeddings(), AnswerHead)
+    assert trimmed.generate(SMILES) == full
+    assert Generator(model2, tok, drop_finished=False, **kw).generate(SMILES) == full  # model.generate too
+
+
+def test_every_decoding_answers_only_with_answer_tokens(lively_model_dir):
+    model, tok = _lively(lively_model_dir)
+    kw = dict(task="smiles2formula", fmt="plain", max_new_tokens=12, batch_size=8)
+    allowed = set("CHNO0123456789")
+    free = Generator(model, tok, **kw).generate(SMILES)
+    assert any(set(o[0]) - allowed for o in free)  # unconstrained, the random model wanders off
+    model2, _ = _lively(lively_model_dir)
+    gen = Generator(model2, tok, answer_ids=[tok.eos_token_id, *tok.convert_tokens_to_ids(sorted(allowed))], **kw)
+    greedy = gen.generate(SMILES)
+    beams = gen.generate(SMILES, num_beams=3, num_return_sequences=3)
+    assert all(set(o) <= allowed for outs in greedy + beams for o in outs), (greedy, beams)
+    assert sum(len(o[0]) for o in greedy) > 0 and sum(len(o) for outs in beams for o in outs) > 0
+
+
+def test_a_model_whose_logits_bypass_the_head_keeps_the_full_head(lively_model_dir, monkeypatch):
+    model, tok = _lively(lively_model_dir)
+    full = model.get_output_embeddings()
+    # As if the architecture computed logits from its (tied) input embeddings directly.
+    monkeypatch.setattr(type(model), "set_output_embeddings", lambda self, new: None)
+    assert not install_answer_head(model, [tok.eos_token_id, *tok.convert_tokens_to_ids(list("CNO"))])
+    assert model.get_output_embeddings() is full
+    gen = Generator(model, tok, task="smiles2formula", fmt="plain", answer_ids=[tok.eos_token_id])
+    assert gen.answer_vocab is None
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_dropping_finished_rows_on_the_real_model(tmp_path_factory):
@@ -58,3 +131,11 @@ def test_dropping_finished_rows_on_the_real_model(tmp_path_factory):
     fast, ref = _both(model, tok, "smiles2iupac", "chat", SMILES, max_new_tokens=24, batch_size=8)
     assert fast == ref
     assert len({len(o[0]) for o in ref}) > 2, ref  # answers of varied length
+    # The answer-vocabulary head over the 49,152-token vocabulary, in the precision the
+    # generator ran (bf16 weights here where native): the same greedy outputs when the
+    # vocabulary holds the tokens the full head chose.
+    ids = _used_ids(tok, ref)
+    trimmed = Generator(AutoModelForCausalLM.from_pretrained(folder).eval(), tok, task="smiles2iupac", fmt="chat",
+                        max_new_tokens=24, batch_size=8, answer_ids=sorted(ids))
+    assert trimmed.answer_vocab == len(ids) < 1000
+    assert trimmed.generate(SMILES) == ref

@@ -32,6 +32,10 @@ def params(params_file, workdir):
     return params_file({"tasks": [TASK]})
 
 
+ANSWER_IDS = [3, *range(10, 40)]
+"""The answer vocabulary the test models' cards record (the tiny tokenizer's EOS and 30 characters)."""
+
+
 @pytest.fixture
 def make_model(lively_model_dir, workdir):
     """A "fine-tuned" folder: the tiny model + seqtune.json; `variant` changes its content."""
@@ -41,7 +45,8 @@ def make_model(lively_model_dir, workdir):
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(lively_model_dir, out)
-        card = {"task": TASK, "format": "plain", "base_model": "tiny", "data_hash": "d0", "test_hash": "t0", "method": "full"}
+        card = {"task": TASK, "format": "plain", "base_model": "tiny", "data_hash": "d0", "test_hash": "t0", "method": "full",
+                "answer_token_ids": ANSWER_IDS}
         (out / "seqtune.json").write_text(json.dumps(card))
         (out / "training_summary.json").write_text(json.dumps({"variant": variant}))
         if run_id:
@@ -193,6 +198,10 @@ def test_champion_loads_in_the_precision_the_loader_asks_for(params, make_model)
     assert default.precision == resolve_precision("auto", torch.device("cpu"))
     fp32 = mlflow.pyfunc.load_model(uri, model_config={"precision": "fp32"}).unwrap_python_model().generator
     assert fp32.precision == "fp32" and fp32.model.dtype == torch.float32
+    # The answer-vocabulary head is on by default and `answer_vocab: false` (serve.answer_vocab) turns it off.
+    assert default.answer_vocab == fp32.answer_vocab == len(ANSWER_IDS)
+    full = mlflow.pyfunc.load_model(uri, model_config={"answer_vocab": False}).unwrap_python_model().generator
+    assert full.answer_vocab is None
     with pytest.raises(ValueError, match="unknown precision"):
         mlflow.pyfunc.load_model(uri, model_config={"precision": "fp8"})
 

@@ -211,8 +211,16 @@ def test_loss_falls_and_the_model_folder_follows_the_contract(project):
     assert not (folder / "training_args.bin").exists()
     stats = json.loads((paths.dataset_dir(TASK) / "stats.json").read_text())
     card = json.loads((folder / "seqtune.json").read_text())
+    answer_ids = card.pop("answer_token_ids")
     assert card == {"task": TASK, "format": "plain", "base_model": "tiny", "data_hash": stats["data_hash"],
                     "test_hash": stats["test_hash"], "method": "full"}
+    # The answer vocabulary is every token of the training completions plus EOS, nothing of the prompts.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    train_df = pd.read_parquet(paths.dataset_dir(TASK) / "train.parquet")
+    expected = {t for c in train_df.completion for t in tok(c, add_special_tokens=False)["input_ids"]}
+    assert answer_ids == sorted(expected | {tok.eos_token_id})
     epochs = json.loads((folder / "epochs.json").read_text())
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert all({"loss", "eval_loss", "val_exact_match", "val_char_similarity"} <= e.keys() for e in epochs)
@@ -221,8 +229,11 @@ def test_loss_falls_and_the_model_folder_follows_the_contract(project):
     # The artifact is what evaluation loads: it generates through the shared Generator.
     from seqtune.pipeline.generation import Generator
 
-    preds = Generator.load(folder, device="cpu", max_new_tokens=12).predict(["CCO", "CCN"])
+    gen = Generator.load(folder, device="cpu", max_new_tokens=12)
+    assert gen.answer_vocab == len(answer_ids)  # decodes with the trimmed head by default
+    preds = gen.predict(["CCO", "CCN"])
     assert len(preds) == 2 and all(isinstance(p.output, str) for p in preds)
+    assert Generator.load(folder, device="cpu", answer_vocab=False).answer_vocab is None
 
 
 def test_mlflow_run_holds_params_step_losses_and_epoch_metrics(project):

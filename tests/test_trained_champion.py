@@ -91,6 +91,9 @@ def test_a_trained_champion_served_names_molecules_that_parse_back(tmp_path, tmp
         answers = requests.post(f"{url}/{TASK}", json={"smiles": MOLECULES}, timeout=600).json()
         meta = requests.post(f"{url}/metadata", timeout=30).json()
     assert meta["tasks"][TASK]["decoding"] == "verified"
+    # It decodes with the LM head over the tokens its training answers used (the card records them).
+    card = json.loads((trained / "seqtune.json").read_text())
+    assert meta["tasks"][TASK]["answer_vocab"] == len(card["answer_token_ids"]) < 1000
     names = [a["output"] for a in answers]
     print("\n".join(f"  {s:>22} -> {n} ({'verified' if a['verified'] else 'NOT verified'}; label {r['target']})"
                     for s, n, a, r in zip(MOLECULES, names, answers, rows)))

@@ -132,6 +132,11 @@ class EvaluateConfig(Section):
     """Weights the model generates with (generation.resolve_precision): auto = bf16 where
     native, else fp32. Not a sweep-matching key: like train.precision it resolves per machine;
     the evaluation tags the precision that ran."""
+    answer_vocab: bool = True
+    """LM head over the tokens the model's training answers used (stored in its seqtune.json),
+    outputs limited to them (generation.AnswerHead); false: the full vocabulary. Not a
+    sweep-matching key: greedy outputs were the full head's on 500 of 500 test items, and the
+    evaluation tags the head that ran (a card may record no answer vocabulary)."""
     size_buckets: list[int] = Field(default_factory=lambda: [10, 15, 20, 25, 30, 40, 60])
 
     @field_validator("size_buckets")
@@ -167,6 +172,8 @@ class ServeConfig(Section):
     precision: Literal["auto", "bf16", "autocast", "fp32"] = "auto"
     """As evaluate.precision: auto = bf16 weights where native (single request 1.3-1.95x faster than
     autocast), else fp32."""
+    answer_vocab: bool = True
+    """As evaluate.answer_vocab: the LM head over the tokens the model's training answers used."""
     max_new_tokens: int = Field(48, gt=0)
     """Generated tokens per answer at most: an answer still going then is cut there (a model
     that never emits EOS costs exactly this much per item, so it bounds every request)."""

@@ -234,8 +234,9 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
                  "answer): decoding %s", task, cfg.decoding, decoding)
     log.info("evaluating %s on %d test items (%s decoding)", model_dir, len(rows), decoding)
 
-    gen = Generator.load(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, precision=cfg.precision)
-    precision = gen.precision
+    gen = Generator.load(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, precision=cfg.precision,
+                         answer_vocab=cfg.answer_vocab)
+    precision, answer_vocab = gen.precision, gen.answer_vocab
     t0 = time.perf_counter()
     preds = _predict(gen, sources, decoding=decoding, num_beams=cfg.num_beams, batch_size=cfg.batch_size, desc=task)
     seconds = time.perf_counter() - t0
@@ -293,7 +294,9 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
         # run, and MLflow refuses to change a logged param.
         # evaluate.decoding: the decoding that ran (verified asked of a task it is not fair for ran greedy).
         mlflow.set_tags({f"evaluate.{k}": v for k, v in cfg.model_dump().items()}
-                        | {"evaluate.decoding": decoding, "evaluate.precision": precision})
+                        | {"evaluate.decoding": decoding, "evaluate.precision": precision,
+                           # the head that ran: the card may record no answer vocabulary
+                           "evaluate.answer_vocab": str(answer_vocab or "full")})
         mlflow.log_metrics({f"eval.{k}": v for k, v in flat_metrics(metrics).items()})
         # Timings go to MLflow only: metrics/TASK.json must not change when the same model
         # is evaluated again (DVC outputs, the kill-and-resume test).

@@ -84,7 +84,8 @@ def _sources(model_input: Any) -> list[str]:
 class SeqtuneModel(mlflow.pyfunc.PythonModel):
     """Generation from the `hf_model` artifact. `model_config` may set `max_new_tokens`,
     `batch_size`, `precision` (auto|bf16|autocast|fp32, `generation.resolve_precision`; a
-    loader overrides it with `mlflow.pyfunc.load_model(uri, model_config={"precision": ...})`);
+    loader overrides it with `mlflow.pyfunc.load_model(uri, model_config={"precision": ...})`),
+    `answer_vocab` (bool, `Generator.load`);
     per-call `params` may set `decoding` (greedy|beam|verified), `num_beams`."""
 
     _skip_type_hint_validation = True  # inputs are validated by `_sources`, not by type hints
@@ -94,7 +95,8 @@ class SeqtuneModel(mlflow.pyfunc.PythonModel):
 
         config = dict(context.model_config or {})
         kw = {k: int(config[k]) for k in ("max_new_tokens", "batch_size") if config.get(k) is not None}
-        self.generator = Generator.load(context.artifacts[HF_MODEL_KEY], precision=str(config.get("precision", "auto")), **kw)
+        self.generator = Generator.load(context.artifacts[HF_MODEL_KEY], precision=str(config.get("precision", "auto")),
+                                        answer_vocab=bool(config.get("answer_vocab", True)), **kw)
 
     def predict(self, context, model_input, params: Mapping[str, Any] | None = None) -> list[str]:
         # Only pass what was given: the logged signature supplies defaults when loaded via

@@ -186,6 +186,7 @@ def register_model(
     # Logged as `auto` (resolves on the machine that loads it) so a loader can override it:
     # MLflow only lets load-time model_config change keys the logged config has.
     model_config["precision"] = "auto"
+    model_config["answer_vocab"] = True
 
     from seqtune.pipeline import pyfunc
 

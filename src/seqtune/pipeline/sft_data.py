@@ -104,6 +104,13 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
 
+def answer_token_ids(rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Sorted ids of every token the loss trained the model to emit (labels that are not
+    IGNORE_INDEX: completion tokens and EOS). Stored with the model (`seqtune.json`) so
+    generation can compute the LM head for these rows only (`generation.AnswerHead`)."""
+    return sorted({t for r in rows for t in r["labels"] if t != IGNORE_INDEX})
+
+
 def padding_ratio(lengths: Sequence[int], order: Sequence[int], batch_size: int) -> float:
     """Share of padded positions when `lengths` are batched in `order` (0 = no waste)."""
     real = padded = 0

@@ -43,7 +43,7 @@ from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
 from seqtune.pipeline.cards import base_model_card
 from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
 from seqtune.pipeline.generation import MODEL_CARD, native_bf16, pick_device
-from seqtune.pipeline.sft_data import Collator, EpochLengthGroupedSampler, encode_examples
+from seqtune.pipeline.sft_data import Collator, EpochLengthGroupedSampler, answer_token_ids, encode_examples
 from seqtune.pipeline.train_callbacks import GenerationEval, MlflowLogger, SaveAfterEpochEval, epoch_records
 from seqtune.tasks import get_task
 from seqtune.tracking import RESUMED_TAG
@@ -329,7 +329,9 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
         "resumed_from_step": int(resume.name[11:]) if resume else None, "run_id": run_id,
     }
     card = {"task": task, "format": stats["format"], "base_model": base.get("name"), "data_hash": stats["data_hash"],
-            "test_hash": stats["test_hash"], "method": cfg.method}
+            "test_hash": stats["test_hash"], "method": cfg.method,
+            # The tokens it learned to answer with: generation's LM head computes only these rows.
+            "answer_token_ids": answer_token_ids(enc.rows)}
     save_model(trainer, tokenizer, cfg.method, paths.model_dir(task), rank0,
                {MODEL_CARD: card, "training_summary.json": summary, "epochs.json": epoch_records(history)}, run_id)
     if rank0:

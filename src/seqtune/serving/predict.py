@@ -143,10 +143,11 @@ def _local(task: str, inputs: list[str], params: Path | str) -> list[dict[str, A
 
     cfg = load_params(params).serve
     log.info("loading %s (v%s, precision %s)", uri, mv.version, cfg.precision)
-    # The service's precision, so `predict` without --url answers as the service would.
+    # The service's precision and LM head, so `predict` without --url answers as the service would.
     # (Versions registered before 2026-12-06 evening log no precision key: MLflow ignores the override
     # there, with a warning, and they load `auto`.)
-    generator = mlflow.pyfunc.load_model(uri, model_config={"precision": cfg.precision}).unwrap_python_model().generator
+    generator = mlflow.pyfunc.load_model(uri, model_config={"precision": cfg.precision, "answer_vocab": cfg.answer_vocab}
+                                         ).unwrap_python_model().generator
     generator.max_new_tokens = cfg.max_new_tokens  # answer as the service would
     results = predict_items(generator, inputs, decoding=cfg.decoding_for(task), num_beams=cfg.num_beams,
                             max_input_length=cfg.max_input_length)

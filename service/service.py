@@ -227,6 +227,15 @@ class Seqtune:
                 "answer_vocab": gen.answer_vocab,
             }
             log.info("%s: serving %s v%s (%s)", task, self.info[task]["model"], self.info[task]["version"], stored.tag)
+        if any(get_task(t).uses_opsin for t in TASKS):
+            # Checks parse names with this worker's long-lived OPSIN: start and warm it now, so
+            # the first request does not wait ~0.5 s for a JVM (and memory is at working size).
+            from seqtune.chem import warm_opsin
+
+            try:
+                warm_opsin()
+            except RuntimeError as e:  # no Java: each check says so when it runs
+                log.warning("OPSIN not warmed: %s", e)
 
     def __is_ready__(self) -> bool:
         """`/readyz`: ready once every task's model is loaded."""

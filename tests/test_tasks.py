@@ -188,6 +188,45 @@ def test_opsin_is_safe_across_concurrent_processes(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())  # no temp files left behind
 
 
+OPSIN_NAMES = ["ethanol", "not a chemical name", "benzoic acid", "2-methylpropan-1-ol", "gibberish (",
+               "N-(4-hydroxyphenyl)acetamide", "1,3,5-trimethyl-1,3-dihydro-2H-purine-2,6-dione", "propan-2-one"]
+
+
+def test_the_long_lived_opsin_answers_as_a_one_off_jvm_and_is_reused():
+    from seqtune import chem
+
+    once = [s or None for s in chem._opsin_once(OPSIN_NAMES)]
+    assert once[0] == "C(C)O" and once[1] is None  # real answers, not all None
+    first = chem.opsin_to_smiles(OPSIN_NAMES)
+    proc = chem._opsin_process()._proc
+    assert first == once and proc is not None and proc.poll() is None
+    # Reused, not restarted, and in step with its replies across calls of any size.
+    assert chem.opsin_to_smiles(OPSIN_NAMES[::-1]) == once[::-1]
+    assert chem.opsin_to_smiles(["propan-2-one"]) == [once[-1]]
+    assert chem.opsin_to_smiles(OPSIN_NAMES * 300) == once * 300  # > both pipe buffers: no deadlock
+    assert chem._opsin_process()._proc is proc
+
+
+def test_a_dead_or_out_of_step_opsin_is_replaced(monkeypatch, caplog):
+    from seqtune import chem
+
+    expected = chem.opsin_to_smiles(OPSIN_NAMES)
+    # Killed between calls (as the OOM killer would): the next call starts a new one.
+    chem._opsin_process()._proc.kill()
+    chem._opsin_process()._proc.wait()
+    assert chem.opsin_to_smiles(OPSIN_NAMES) == expected
+    # Replies out of step (here: the sentinel answered unlike expected): the process is killed,
+    # the call still answers right through a one-off JVM, and says so.
+    proc = chem._opsin_process()._proc
+    monkeypatch.setattr(chem.OpsinProcess, "SENTINEL", ("methane", "CC"))
+    with caplog.at_level("WARNING", logger="seqtune.chem"):
+        assert chem.opsin_to_smiles(OPSIN_NAMES) == expected
+    assert "out of step" in caplog.text and proc.poll() is not None
+    monkeypatch.undo()
+    assert chem.opsin_to_smiles(OPSIN_NAMES) == expected
+    assert chem._opsin_process()._proc is not proc
+
+
 def test_missing_java_gives_install_hint(tmp_path):
     # A real run with java removed from PATH (not a mock): the error must say how to install it.
     code = textwrap.dedent(

@@ -48,6 +48,8 @@ class Task(ABC):
     the rule-based answer itself (RDKit's formula, OPSIN's structure of the input name),
     keeping the beam that checks out would be the rule-based tool answering, not the model:
     such tasks decode greedy whatever `decoding: verified` asks (`decoding_for`)."""
+    uses_opsin: ClassVar[bool] = False
+    """Whether `verify` parses names with OPSIN (a server warms its long-lived OPSIN at start)."""
 
     @abstractmethod
     def label(self, smiles: Sequence[str], *, workers: int = 1) -> list[Labelled]:

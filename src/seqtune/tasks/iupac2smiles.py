@@ -25,6 +25,7 @@ class Iupac2Smiles(Task):
     instruction: ClassVar[str] = "Give the SMILES of the molecule with this IUPAC name."
     primary_metric: ClassVar[str] = "exact_match"
     graded_metric: ClassVar[str | None] = "tanimoto"
+    uses_opsin: ClassVar[bool] = True
     max_name_chars: ClassVar[int] = 2000
     """Sanity bound, not a knob: the longest verified names are a few hundred characters;
     the service applies its own, tighter `serve.max_input_length`."""

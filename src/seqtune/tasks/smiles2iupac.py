@@ -109,6 +109,7 @@ class Smiles2Iupac(Task):
     graded_metric: ClassVar[str | None] = "tanimoto"
     # OPSIN (a parser) checks a name; openclatura (a namer) makes the labels: independent tools.
     verified_decoding: ClassVar[bool] = True
+    uses_opsin: ClassVar[bool] = True
 
     @property
     def label_version(self) -> str:

@@ -6,10 +6,11 @@ nothing from seqtune.
 
     python -c "from seqtune.chem import opsin_to_smiles; print(opsin_to_smiles(['ethanol']))"
 
-OPSIN is a Java program and starting its JVM costs ~0.45 s, more than parsing thousands of
+OPSIN is a Java program and starting its JVM costs ~0.5 s, more than parsing thousands of
 names, so each process keeps one OPSIN running (`OpsinProcess`: names in on stdin, one SMILES
-line out per name) and reuses it: a served request's check went from ~0.46 s to ~1 ms. Should
-that process fail, a call falls back to a one-off JVM over a temp file (py2opsin).
+line out per name) and reuses it: checking one name went from ~0.57 s to ~3 ms
+(`bench/opsin_calls.py`). Should that process fail, a call falls back to a one-off JVM over a
+temp file (py2opsin).
 """
 
 from __future__ import annotations

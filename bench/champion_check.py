@@ -83,7 +83,9 @@ def main() -> None:
     ok = task.verify([s for _, s in KNOWN], [r["output"] or "" for r in results]) or [None] * len(KNOWN)
     seen = _training_keys(a.task)
     info = meta.get("tasks", {}).get(a.task, {})  # what the service itself says it serves
-    print(f"# {a.task} champion: v{info.get('version', '?')}, decoding {info.get('decoding', '?')}; {_load()}")
+    head = f"{info['answer_vocab']} answer tokens" if info.get("answer_vocab") else "full vocabulary"
+    print(f"# {a.task} champion: v{info.get('version', '?')}, decoding {info.get('decoding', '?')}, LM head over {head}; "
+          f"{_load()}")
     print(f"| molecule | SMILES | answer | right structure | service verified | in training |")
     print("|---|---|---|---|---|---|")
     for (name, smi), r, good in zip(KNOWN, results, ok):

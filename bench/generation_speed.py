@@ -1,16 +1,24 @@
-"""Generation speed: the generator's greedy decoder vs `model.generate`, same prompts and outputs.
+"""Generation speed: the generator's greedy decoder vs `model.generate` and a transformers
+`pipeline`, same prompts, same greedy outputs.
 
     .venv/bin/python bench/generation_speed.py                  # real SmolLM2-135M, chat format
     .venv/bin/python bench/generation_speed.py --items 32 --batch-size 16
+    .venv/bin/python bench/generation_speed.py --model data/models/smiles2iupac --test data/datasets/smiles2iupac/test.parquet
 
-Three ways to answer the same `--items` smiles2iupac prompts greedily with SmolLM2-135M in the
-chat format (its answers end at <|im_end|> after varied lengths, like a fine-tuned champion's):
+Four ways to answer the same `--items` smiles2iupac prompts greedily:
 1. `Generator` as eval and the service run it: length-sorted batches of `--batch-size`, rows
-   leaving the batch at EOS (`drop_finished=True`, the default);
-2. the same batches through transformers' `model.generate` (`drop_finished=False`);
-3. plain `model.generate`, one request at a time (what a naive server does).
-Prints items/s, ms per generated token, the ratio of 1 over 2 and 3, and whether the outputs
-are identical (they must be). Prints the load averages: other work on the cores skews figures.
+   leaving the batch at EOS (`drop_finished=True`, the default) and, for a fine-tuned model
+   whose seqtune.json records its answer vocabulary, the LM head over those tokens only;
+2. the same batches through transformers' `model.generate` (`drop_finished=False`, full head);
+3. a transformers `pipeline("text-generation")` over the same prompt strings, `batch_size`
+   `--batch-size` (left padding, greedy, `return_full_text=False`): what a user would write;
+4. plain `model.generate`, one request at a time (what a naive server does).
+Without `--model`: the base SmolLM2-135M in the chat format (answers of varied length ending
+at <|im_end|>, like a fine-tuned champion's; random fragment molecules). With `--model`: that
+fine-tuned folder, its format, and the sources of `--test` (its test split) when given.
+Prints items/s, ms per generated token, the ratios of 1 to the others, and how many outputs
+equal 1's (they must, except where the answer head changes one). Prints the load averages:
+other work on the cores skews figures.
 """
 
 from __future__ import annotations
@@ -28,58 +36,88 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
+
 def main() -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-    from seqtune.pipeline.generation import Generator
+    from seqtune.pipeline.formats import parse_completion
+    from seqtune.pipeline.generation import Generator, read_model_card, weights_dtype
     from train_throughput import base_model, molecules  # the same model resolution and molecules
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, help="a fine-tuned model folder (default: the base SmolLM2-135M, chat format)")
+    ap.add_argument("--test", type=Path, help="with --model: its test split, whose first --items sources are the prompts")
     ap.add_argument("--items", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--single", type=int, default=8, help="requests answered one at a time (way 3)")
+    ap.add_argument("--single", type=int, default=8, help="requests answered one at a time (way 4)")
     a = ap.parse_args()
 
+    kw = dict(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = base_model("smollm2-135m", Path(tmp))
-        model = AutoModelForCausalLM.from_pretrained(folder).eval()
-        tok = AutoTokenizer.from_pretrained(folder)
-    sources = molecules(a.items, seed=0)
-    kw = dict(task="smiles2iupac", fmt="chat", max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
-    fast, ref = Generator(model, tok, drop_finished=True, **kw), Generator(model, tok, drop_finished=False, **kw)
+        if a.model:
+            card = read_model_card(a.model)
+            fast = Generator.load(a.model, device="cpu", **kw)  # as eval and the service load it
+            ref = Generator.load(a.model, device="cpu", drop_finished=False, answer_vocab=False, **kw)
+            task, fmt = card["task"], card["format"]
+        else:
+            folder = base_model("smollm2-135m", Path(tmp))
+            tok = AutoTokenizer.from_pretrained(folder)
+            dtype = weights_dtype("auto", torch.device("cpu"))
+            task, fmt = "smiles2iupac", "chat"
+            fast = Generator(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval(), tok, task=task, fmt=fmt, **kw)
+            ref = Generator(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval(), tok, task=task, fmt=fmt,
+                            drop_finished=False, **kw)
+    model, tok = ref.model, ref.tokenizer  # full head: the reference for ways 2-4
+    if a.test:
+        import pandas as pd
+
+        sources = pd.read_parquet(a.test, columns=["source"]).source.head(a.items).tolist()
+    else:
+        sources = molecules(a.items, seed=0)
     fast.generate(sources[:2])  # warm-up
     load = os.getloadavg()
 
-    def timed(gen: Generator, srcs):
+    def timed(fn, arg):
         t = time.perf_counter()
-        outs = gen.generate(srcs)
-        return outs, time.perf_counter() - t
+        out = fn(arg)
+        return out, time.perf_counter() - t
 
-    out_fast, t_fast = timed(fast, sources)
-    out_ref, t_ref = timed(ref, sources)
+    out_fast, t_fast = timed(fast.generate, sources)
+    out_ref, t_ref = timed(ref.generate, sources)
+    pipe = pipeline("text-generation", model=model, tokenizer=tok, device=model.device)
+    prompts = ref.prompts(sources)
+    gen_kw = dict(max_new_tokens=a.max_new_tokens, do_sample=False, return_full_text=False,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    with torch.inference_mode():
+        raw_pipe, t_pipe = timed(lambda p: pipe(p, batch_size=a.batch_size, **gen_kw), prompts)
+    out_pipe = [[parse_completion(fmt, ref.task, r[0]["generated_text"])] for r in raw_pipe]
     n_tokens = sum(len(tok(o[0], add_special_tokens=False)["input_ids"]) + 1 for o in out_ref)  # + EOS
     single = sources[: a.single]
     t = time.perf_counter()
-    out_single = []
     with torch.inference_mode():
         for s in single:
             enc = tok(ref.prompts([s]), return_tensors="pt")
-            g = model.generate(**enc, max_new_tokens=a.max_new_tokens, do_sample=False,
-                               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            out_single.append(tok.decode(g[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
-    t_single = time.perf_counter() - t
-    per_item_single = t_single / len(single)
+            model.generate(**enc, max_new_tokens=a.max_new_tokens, do_sample=False,
+                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    per_item_single = (time.perf_counter() - t) / len(single)
 
-    print(f"{a.items} items, batch {a.batch_size}, max_new_tokens {a.max_new_tokens}, {n_tokens} tokens generated "
+    def same(outs) -> str:
+        return f"{sum(x == y for x, y in zip(outs, out_fast))}/{len(sources)}"
+
+    head = f"answer head over {fast.answer_vocab} tokens" if fast.answer_vocab else "full head"
+    print(f"{a.model or 'SmolLM2-135M (base)'} ({task}, {fmt} format, {fast.precision} weights); {a.items} items, "
+          f"batch {a.batch_size}, max_new_tokens {a.max_new_tokens}, {n_tokens} tokens generated "
           f"(mean {n_tokens / a.items:.1f}/item); torch threads {torch.get_num_threads()}")
-    print(f"1. Generator, rows drop at EOS: {a.items / t_fast:6.2f} items/s, {1000 * t_fast / n_tokens:6.1f} ms/token")
-    print(f"2. Generator, model.generate:   {a.items / t_ref:6.2f} items/s, {1000 * t_ref / n_tokens:6.1f} ms/token")
-    print(f"3. model.generate per request:  {1 / per_item_single:6.2f} items/s ({len(single)} requests, "
+    print(f"1. Generator ({head}, rows drop at EOS): {a.items / t_fast:6.2f} items/s, {1000 * t_fast / n_tokens:6.1f} ms/token")
+    print(f"2. Generator via model.generate (full head): {a.items / t_ref:6.2f} items/s, {1000 * t_ref / n_tokens:6.1f} ms/token, "
+          f"same outputs as 1: {same(out_ref)}")
+    print(f"3. transformers pipeline (full head):        {a.items / t_pipe:6.2f} items/s, {1000 * t_pipe / n_tokens:6.1f} ms/token, "
+          f"same outputs as 1: {same(out_pipe)}")
+    print(f"4. model.generate per request:               {1 / per_item_single:6.2f} items/s ({len(single)} requests, "
           f"{per_item_single:.2f} s each)")
-    print(f"ratio 1/2: {t_ref / t_fast:.2f}x; 1/3: {per_item_single * a.items / t_fast:.2f}x; "
-          f"outputs 1 == 2: {out_fast == out_ref}")
+    print(f"ratio 1/2: {t_ref / t_fast:.2f}x; 1/3: {t_pipe / t_fast:.2f}x; 1/4: {per_item_single * a.items / t_fast:.2f}x")
     print(f"load 1/5/15 min before {'/'.join(f'{x:.2f}' for x in load)}, after "
           f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
 

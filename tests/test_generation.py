@@ -32,10 +32,7 @@ def _both(model, tok, task: str, fmt: str, sources, **kw) -> tuple[list[list[str
 
 
 def test_dropping_finished_rows_gives_generates_outputs(lively_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(lively_model_dir)
-    tok = AutoTokenizer.from_pretrained(lively_model_dir)
+    model, tok = _lively(lively_model_dir)
     fast, ref = _both(model, tok, "smiles2formula", "plain", SMILES * 2, max_new_tokens=20, batch_size=8)
     assert fast == ref
     lengths = {len(o[0]) for o in ref}

@@ -15,10 +15,10 @@ temp file (py2opsin).
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import functools
 import logging
-import atexit
 import os
 import select
 import shutil
@@ -148,10 +148,14 @@ def _java_ok() -> bool:
 
 
 def require_java() -> None:
-    """Raise a RuntimeError that says how to install Java when `java` is unusable."""
+    """Raise a RuntimeError that says how to install Java when `java` is unusable; else set
+    OPSIN's JVM options for every OPSIN this process starts."""
     if not _java_ok():
         _java_ok.cache_clear()  # let a user who installs Java mid-session retry
         raise RuntimeError(JAVA_HINT)
+    # Neither OPSIN path passes JVM flags, but the JVM reads this variable itself. Set once and
+    # left set (seqtune starts no other JVM): toggling it would race between threads.
+    os.environ.setdefault("JAVA_TOOL_OPTIONS", OPSIN_JVM_OPTIONS)
 
 
 def _sanitise_name(name: object) -> str:
@@ -178,7 +182,7 @@ class OpsinProcess:
 
     Every batch ends with a sentinel name of known answer: a reply that does not end with it
     means the lines went out of step, and the process is killed rather than trusted. Thread-safe
-    (one batch at a time); a forked child never touches its parent's process (`for_this_process`)."""
+    (one batch at a time); a forked child never touches its parent's process (`_opsin_process`)."""
 
     SENTINEL = ("methane", "C")
 
@@ -189,13 +193,11 @@ class OpsinProcess:
         self._buffer = b""
 
     def _start(self) -> subprocess.Popen:
-        env = dict(os.environ)
-        env.setdefault("JAVA_TOOL_OPTIONS", OPSIN_JVM_OPTIONS)
         # stderr to /dev/null: OPSIN explains every unparsable name there, and an unread pipe
         # would fill and stall it.
         self._buffer = b""
         return subprocess.Popen([shutil.which("java") or "java", "-jar", _opsin_jar(), "-osmi"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -309,9 +311,6 @@ def _opsin_once(names: list[str]) -> list[str]:
 
         fd, tmp = tempfile.mkstemp(prefix=f"opsin-{os.getpid()}-", suffix=".txt")
         os.close(fd)
-        # py2opsin passes no JVM flags, but the JVM reads this variable itself. Set once and
-        # left set (seqtune starts no other JVM): toggling it would race between threads.
-        os.environ.setdefault("JAVA_TOOL_OPTIONS", OPSIN_JVM_OPTIONS)
         try:
             result = py2opsin(names, tmp_fpath=tmp)
         finally:

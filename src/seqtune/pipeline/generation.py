@@ -168,7 +168,7 @@ class Generator:
         self.answer_vocab: int | None = None
         """How many tokens the LM head computes when it is an AnswerHead; None: the full vocabulary."""
         if answer_ids is not None and install_answer_head(self.model, answer_ids):
-            self.answer_vocab = len(set(answer_ids))
+            self.answer_vocab = len(self.model.get_output_embeddings().ids)
         # Greedy decoding by `_greedy` (rows leave the batch at EOS) instead of `model.generate`.
         self.drop_finished = drop_finished
         self.tokenizer = tokenizer

@@ -1,21 +1,32 @@
-"""Does bf16 pay on this CPU? fp32 vs bf16 matmul and generation, side by side in one run.
+"""Does bf16 pay on this CPU? The pipeline's verdict beside measured fp32 vs bf16 matmul and generation.
 
     .venv/bin/python bench/cpu_bf16.py                 # SmolLM2-135M from data/base_model (dvc repro base_model)
     .venv/bin/python bench/cpu_bf16.py --model tiny    # the mechanics only
+    .venv/bin/python bench/cpu_bf16.py --remeasure     # the verdict measured again, not read from its cache
+    .venv/bin/python bench/cpu_bf16.py --threads 1     # one thread (others' work on a core stalls two)
 
-Prints the CPU's capability (what torch dispatches to: AVX2, AVX512, ...), whether oneDNN
-reports native bf16 (AVX512-BF16 / AMX), the time of one SmolLM2-shaped matmul
-(1024x576 @ 576x1536, a batch of 32 x 32 tokens through the MLP's up-projection) in fp32 and in bf16,
-and greedy generation of the same prompts with and without bf16 autocast (items/s; the
-outputs are compared). `seqtune.pipeline.generation.native_bf16` is what training and the
-generator use to choose: bf16 only where it is native. Prints the load average: other work
-on the cores skews the figures.
+Prints the CPU (model name, what torch dispatches to: AVX2, AVX512, ...), oneDNN's own answer
+(`_is_mkldnn_bf16_supported`: True on any AVX512 core, emulated or not), and the verdict
+`precision: auto` acts on (`seqtune.pipeline.precision`: CPU flags avx512_bf16/amx_bf16, then
+a measured matmul, cached per machine) with its reason. Then, measured here and now:
+
+- one matmul at each shape the verdict measures (1024x576 @ 576x1536: a training batch of
+  32 x 32 tokens through SmolLM2's MLP up-projection; 32x576 @ 576x1536: one decode step of a
+  batch of 32), fp32 vs bf16;
+- greedy generation of the same prompts in fp32, under bf16 autocast (fp32 weights: how
+  training computes) and with bf16 weights (what evaluate/serve `auto` loads where bf16 is
+  native), items/s and outputs the same as fp32's.
+
+Each comparison runs `--repeats` alternating rounds (fp32, bf16, fp32, bf16, ...), so a burst
+of other work slows a round of each rather than one side; the median and the min-max spread
+are printed. So is the load average: other work on the cores skews the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -34,52 +45,117 @@ PROMPTS = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "CCn1ccnc1", "CC(C)Cc1cc
            "CN1CCC(CC1)O", "Brc1ccsc1"]
 
 
-def matmul_ms(dtype: torch.dtype, reps: int) -> float:
-    a, b = torch.randn(1024, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
-    a @ b  # oneDNN builds its kernel on the first call
+def spread(xs: list[float], fmt: str = "{:.2f}") -> str:
+    """'median (min-max)' of one side's rounds."""
+    return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
+
+
+def alternate(sides: dict, repeats: int) -> dict[str, list[float]]:
+    """Each side's timings (s) over `repeats` rounds, the sides taking turns within a round;
+    `sides` maps a name to a zero-argument function that does one timed unit of work."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, work in sides.items():
+            t = time.perf_counter()
+            work()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def matmuls(m: int, k: int, n: int, repeats: int) -> None:
+    """fp32 vs bf16 at one shape: ms per matmul and GFLOP/s, median and spread of the rounds."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    pairs = {"fp32": (a, b), "bf16": (a.bfloat16(), b.bfloat16())}
+    for x, y in pairs.values():
+        x @ y  # oneDNN picks and builds its kernel on the first call
+    # Enough calls per round for ~50 ms of fp32 work (bf16 gets as many: emulated it takes longer).
     t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return (time.perf_counter() - t) / reps * 1000
+    a @ b
+    reps = max(1, round(0.05 / max(time.perf_counter() - t, 1e-6)))
+
+    def unit(x, y):
+        def work():
+            for _ in range(reps):
+                x @ y
+        return work
+
+    times = alternate({name: unit(*xy) for name, xy in pairs.items()}, repeats)
+    ms = {name: [s / reps * 1000 for s in ts] for name, ts in times.items()}
+    flop = 2 * m * k * n
+    line = ", ".join(f"{name} {spread(v)} ms ({flop / statistics.median(v) / 1e6:.0f} GFLOP/s)" for name, v in ms.items())
+    ratios = [b16 / f32 for f32, b16 in zip(ms["fp32"], ms["bf16"])]
+    print(f"matmul {m}x{k}@{k}x{n}, {reps} per round: {line}; bf16/fp32 time {spread(ratios)}x")
+
+
+def generation(folder: Path, max_new_tokens: int, repeats: int) -> None:
+    """Greedy items/s in fp32, bf16 autocast and bf16 weights, and outputs equal to fp32's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from seqtune.pipeline.generation import Generator
+
+    def generator(dtype: torch.dtype, autocast: bool):
+        gen = Generator(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
+                        AutoTokenizer.from_pretrained(folder), task="smiles2iupac", fmt="plain",
+                        max_new_tokens=max_new_tokens, batch_size=len(PROMPTS), precision="fp32")
+        # Built as fp32 (resolve_precision refuses bf16 where it is not native: here it is
+        # measured anyway), then given the weights and autocast this side measures.
+        gen.model.to(dtype)
+        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast else nullcontext
+        return gen, ctx
+
+    sides = {"fp32": generator(torch.float32, False), "bf16 autocast": generator(torch.float32, True),
+             "bf16 weights": generator(torch.bfloat16, False)}
+    outs: dict[str, list[str]] = {}
+
+    def unit(name, gen, ctx):
+        def work():
+            with ctx():
+                outs[name] = gen.generate(PROMPTS)
+        return work
+
+    for gen, ctx in sides.values():  # warm-up: kernels, caches
+        with ctx():
+            gen.generate(PROMPTS[:1])
+    times = alternate({name: unit(name, *side) for name, side in sides.items()}, repeats)
+    for name, ts in times.items():
+        same = sum(x == y for x, y in zip(outs[name], outs["fp32"]))
+        rel = [t / t32 for t, t32 in zip(ts, times["fp32"])]
+        print(f"generate {len(PROMPTS)} items x <= {max_new_tokens} tokens, {name}: "
+              f"{spread([len(PROMPTS) / t for t in ts])} items/s, time vs fp32 {spread(rel)}x, "
+              f"outputs as fp32's {same}/{len(PROMPTS)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="base", help="base (data/base_model) or tiny")
     ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds per comparison")
+    ap.add_argument("--remeasure", action="store_true", help="measure the verdict again (and recache it)")
+    ap.add_argument("--threads", type=int, help="torch threads for the timings (default: torch's); the "
+                    "verdict measures on one, as a busy core stalls a multi-thread small matmul")
     a = ap.parse_args()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from seqtune.pipeline.generation import Generator, native_bf16
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from seqtune.pipeline import precision
     from seqtune.pipeline.models import build_tiny
 
-    cpu = torch.device("cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16(cpu)}")
-    fp32 = matmul_ms(torch.float32, 5)
-    bf16 = matmul_ms(torch.bfloat16, 2)
-    flop = 2 * 1024 * 576 * 1536
-    print(f"matmul 1024x576@576x1536: fp32 {fp32:.1f} ms ({flop / fp32 / 1e6:.0f} GFLOP/s), "
-          f"bf16 {bf16:.1f} ms ({flop / bf16 / 1e6:.0f} GFLOP/s): bf16/fp32 time {bf16 / fp32:.2f}x")
+    cpu = precision.cpu_info()
+    verdict = precision.cpu_verdict(cpu, remeasure=a.remeasure)
+    onednn = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    present = [f for f in precision.BF16_FLAGS if cpu.flags and f in cpu.flags]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu.model}, capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, bf16 flags: "
+          f"{'unreadable' if cpu.flags is None else ', '.join(present) or 'none'}")
+    print(f"oneDNN says bf16 supported: {onednn}")
+    print(f"verdict (precision: auto): native bf16 {verdict.native}: {verdict.reason} "
+          f"[cache {precision.cache_dir() / precision.CACHE_FILE}]")
+    for m, k, n in precision.SHAPES:
+        matmuls(m, k, n, a.repeats)
 
     folder = REPO / "data" / "base_model" if a.model == "base" else build_tiny(Path(tempfile.mkdtemp()) / "tiny")
     if not (Path(folder) / "config.json").exists():
         sys.exit(f"{folder} has no model: run `dvc repro base_model` or pass --model tiny")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    gen = Generator(model, AutoTokenizer.from_pretrained(folder), task="smiles2iupac", fmt="plain",
-                    max_new_tokens=a.max_new_tokens, batch_size=len(PROMPTS), precision="fp32")
-    results = {}
-    for name, ctx in (("fp32", nullcontext()), ("bf16 autocast", torch.autocast("cpu", dtype=torch.bfloat16))):
-        with ctx:
-            gen.generate(PROMPTS[:1])
-            t = time.perf_counter()
-            outs = gen.generate(PROMPTS)
-            results[name] = (time.perf_counter() - t, outs)
-        print(f"generate {len(PROMPTS)} items x <= {a.max_new_tokens} tokens, {name}: "
-              f"{results[name][0]:.2f} s ({len(PROMPTS) / results[name][0]:.2f} items/s)")
-    (t32, o32), (t16, o16) = results["fp32"], results["bf16 autocast"]
-    same = sum(x == y for x, y in zip(o32, o16))
-    print(f"bf16/fp32 generation time {t16 / t32:.2f}x; identical outputs {same}/{len(PROMPTS)}")
+    generation(Path(folder), a.max_new_tokens, a.repeats)
     print("load average (1/5/15 min): %.2f %.2f %.2f" % os.getloadavg())
 
 

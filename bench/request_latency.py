@@ -78,7 +78,9 @@ def main() -> None:
                           answer_vocab=False)
     precisions = a.precisions.split(",")
     if not native_bf16(torch.device("cpu")):
-        print("this CPU has no native bf16 (emulated bf16 is ~45x slower, bench/cpu_bf16.py): fp32 only")
+        from seqtune.pipeline.precision import bf16_verdict
+
+        print(f"this CPU has no native bf16 ({bf16_verdict('cpu').reason}; bench/cpu_bf16.py): fp32 only")
         precisions = ["fp32"]
     heads = a.heads.split(",")
     ids = None

@@ -223,6 +223,7 @@ class Seqtune:
                 # are the evaluate stage's, scored with the decoding it names in them.
                 "decoding": get_task(task).decoding_for(SERVE.decoding_for(task)),
                 "precision": gen.precision,  # the weights it generates with (serve.precision resolved)
+                "precision_reason": gen.precision_reason,  # why: CPU flags and the measured bf16 verdict
                 # tokens its LM head computes (serve.answer_vocab and the model's card); None: all
                 "answer_vocab": gen.answer_vocab,
             }

@@ -266,6 +266,8 @@ def test_health_ready_metadata(stack):
         assert info["primary_metric"] in info["metrics"]
         # the decoding that runs: verified only where it is fair (smiles2iupac), else greedy
         assert info["decoding"] == get_task(task).decoding_for(load_params(PARAMS).serve.decoding_for(task))
+        # the weights' precision and why (serve.precision auto: the CPU's bf16 verdict)
+        assert info["precision"] in ("bf16", "fp32") and f" -> {info['precision']}: " in info["precision_reason"]
     assert meta["tasks"]["smiles2iupac"]["decoding"] == "verified" and meta["tasks"]["smiles2formula"]["decoding"] == "greedy"
     assert meta["serve"]["batching"] is True and meta["serve"]["input_fields"] == FIELD
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from seqtune.pipeline.formats import parse_completion, render_prompt
+from seqtune.pipeline.precision import bf16_verdict
 from seqtune.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -46,16 +47,15 @@ def pick_device() -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 runs natively here: CUDA Ampere+, or a CPU with AVX512-BF16 / AMX.
+    """Whether bf16 runs natively on `device`, by fact (`seqtune.pipeline.precision`): CUDA
+    Ampere+; a CPU whose flags name avx512_bf16/amx_bf16 and whose bf16 matmul measured faster
+    than fp32 (once per machine, cached); never MPS.
 
-    Without it CPU bf16 matmuls are emulated: on an AVX2-only EPYC a (1024x576)@(576x1536)
-    matmul took 1,119 ms in bf16 vs 24.6 ms in fp32 (`bench/cpu_bf16.py`), so bf16 there is a
-    ~45x slowdown, never a speedup."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False  # MPS: bf16 autocast support is partial; fp32 is the safe choice
+    Emulated bf16 is never a speedup: on an AVX512 Xeon without avx512_bf16 a
+    (1024x576)@(576x1536) matmul ran 56 GFLOP/s in bf16 vs 229 in fp32 (4x slower), on an
+    AVX2-only EPYC 1,119 ms vs 24.6 ms (45x; `bench/cpu_bf16.py`). oneDNN's own answer
+    (`_is_mkldnn_bf16_supported`) is True on the Xeon, so it is not asked."""
+    return bf16_verdict(device).native
 
 
 PRECISIONS = ("auto", "bf16", "autocast", "fp32")
@@ -76,9 +76,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if native else "fp32"
     if precision in ("bf16", "autocast") and not native:
-        raise ValueError(f"precision {precision}: {device.type} has no native bf16 (CPUs need AVX512-BF16 or AMX; "
-                         "emulated bf16 is ~45x slower than fp32): use auto or fp32")
+        raise ValueError(f"precision {precision}: {device.type} has no native bf16 ({bf16_verdict(device).reason}): "
+                         "use auto or fp32")
     return precision
+
+
+def precision_reason(asked: str, resolved: str, device: torch.device) -> str:
+    """Why `asked` (a params.yaml precision) ran as `resolved` on `device`: what MLflow tags
+    and the service's /metadata record beside the precision."""
+    if asked == "fp32":
+        return "fp32 asked"  # no verdict needed: nothing is measured for it
+    return f"{asked} -> {resolved}: {bf16_verdict(device).reason}"
 
 
 def weights_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -164,6 +172,8 @@ class Generator:
         # precision (resolve_precision) and, given `answer_ids`, its LM head is replaced by an
         # AnswerHead over them (install_answer_head): give it a model nothing else uses then.
         self.precision = resolve_precision(precision, model.device)
+        self.precision_reason = precision_reason(precision, self.precision, model.device)
+        """Why it runs in `self.precision` (the verdict behind auto): evaluation and the service record it."""
         self.model = model.to(weights_dtype(self.precision, model.device)).eval()
         self.answer_vocab: int | None = None
         """How many tokens the LM head computes when it is an AnswerHead; None: the full vocabulary."""

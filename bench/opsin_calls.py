@@ -1,4 +1,4 @@
-"""What checking names with OPSIN costs: a one-off JVM per call (py2opsin over a temp file)
+"""What checking names with OPSIN costs: a one-off JVM per call (the jar over a temp file)
 vs this process's long-lived OPSIN (`seqtune.chem.OpsinProcess`), same names, same answers.
 
     .venv/bin/python bench/opsin_calls.py                   # 2,000 names of data/datasets/smiles2iupac

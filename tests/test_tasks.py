@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 from rdkit import Chem
@@ -225,6 +228,54 @@ def test_a_dead_or_out_of_step_opsin_is_replaced(monkeypatch, caplog):
     monkeypatch.undo()
     assert chem.opsin_to_smiles(OPSIN_NAMES) == expected
     assert chem._opsin_process()._proc is not proc
+
+
+def _hung_java(folder) -> Path:
+    """A `java` in `folder` that never answers and writes its pid to folder/pid (exec: the pid,
+    and so the kill, is the sleep's own, not a shell's with a sleep under it)."""
+    java = folder / "java"
+    java.write_text(f"#!/bin/sh\necho $$ > '{folder}/pid'\nexec sleep 120\n")
+    java.chmod(0o755)
+    return java
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_hung_one_off_opsin_is_killed_at_its_timeout(tmp_path, monkeypatch):
+    from seqtune import chem
+
+    _hung_java(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"did not finish 2 names within 1 s and was killed"):
+        chem._opsin_once(["ethanol", "methanol"], timeout=1)
+    assert time.monotonic() - start < 60  # the hung JVM would sleep 120 s
+    assert _gone(int((tmp_path / "pid").read_text())), "the hung OPSIN was left running"
+    assert not list(Path(tempfile.gettempdir()).glob(f"opsin-{os.getpid()}-*")), "its temp file was left behind"
+
+
+def test_opsin_that_hangs_both_ways_raises_instead_of_waiting(tmp_path, monkeypatch):
+    # The long-lived OPSIN times out (as a hung one does), then the one-off fallback hangs too:
+    # the caller gets an error in seconds, not a request that never returns.
+    from seqtune import chem
+
+    class Hung:
+        def parse(self, names, timeout):
+            raise TimeoutError("OPSIN did not answer in time")
+
+    _hung_java(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(chem, "require_java", lambda: None)  # the hung `java -version` has its own timeout
+    monkeypatch.setattr(chem, "_opsin_process", Hung)
+    monkeypatch.setattr(chem, "opsin_timeout", lambda n: 1.0)
+    with pytest.raises(RuntimeError, match="did not finish 1 names within 1 s"):
+        chem.opsin_to_smiles(["ethanol"])
 
 
 def test_missing_java_gives_install_hint(tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from seqtune.config import TrackingServerConfig
+from tests.ci import in_ci
 from tests.kill_harness import make_repo
 from tests.service_stack import free_port
 from tests.test_pipeline import TINY_PARAMS, _sh
@@ -33,21 +34,29 @@ def _postgres_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def server():
-    """(tracking URL, server folder) of a fresh server; stopped (and its folder removed) after.
-    Without PostgreSQL the tests skip, saying what to install — except in CI (`CI` set), where
+def _require_postgres() -> None:
+    """Without PostgreSQL, skip saying what to install — except in CI (`CI` set), where
     .ci/run installs it and a missing server must fail."""
-    from seqtune import tracking_server
-
     missing = _postgres_missing()
-    if missing and not os.environ.get("CI"):
+    if missing and not in_ci():
         pytest.skip(missing)
 
+
+def _server_folder(prefix: str) -> Path:
     # Short and world-traversable: the socket path must fit 107 bytes, and as root the
     # cluster runs as `postgres`, which must reach its folder.
-    base = Path(tempfile.mkdtemp(prefix="seqtune-ts-"))
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     base.chmod(0o755)
+    return base
+
+
+@pytest.fixture(scope="module")
+def server():
+    """(tracking URL, server folder) of a fresh server; stopped (and its folder removed) after."""
+    from seqtune import tracking_server
+
+    _require_postgres()
+    base = _server_folder("seqtune ts-")  # a space: the paths, and the URL MLflow is given, carry it
     cfg = TrackingServerConfig(dir=str(base), port=free_port(), workers=2)
     try:
         with tracking_server.running(cfg, log_file=base / "mlflow-server.log") as url:
@@ -66,6 +75,99 @@ def _db_rows(base: Path, sql: str) -> list[tuple]:
             return cur.fetchall()
     finally:
         conn.close()
+
+
+@pytest.fixture
+def cluster_folder():
+    """An empty folder for one PostgreSQL cluster, with a space in its name; removed after."""
+    _require_postgres()
+    base = _server_folder("seqtune ts-")
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _access(pg) -> tuple[list[tuple], dict[str, tuple]]:
+    """(pg_hba rules as (type, auth_method), {setting: (value, source, file name)}) of the
+    running cluster `pg`, asked through the SQLAlchemy URL MLflow is given."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg.url)
+    try:
+        with engine.connect() as conn:
+            rules = [tuple(r) for r in conn.execute(text("SELECT type, auth_method FROM pg_hba_file_rules ORDER BY line_number"))]
+            rows = conn.execute(text("SELECT name, setting, source, sourcefile FROM pg_settings WHERE name IN "
+                                     "('listen_addresses', 'unix_socket_directories', 'unix_socket_permissions')"))
+            settings = {name: (value, source, Path(file or "").name) for name, value, source, file in rows}
+    finally:
+        engine.dispose()
+    return rules, settings
+
+
+def _hba_lines(pg) -> list[list[str]]:
+    text = (pg.datadir / "pg_hba.conf").read_text()
+    return [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+SOCKET_ONLY = [("local", "trust"), ("host", "reject")]
+
+
+def test_the_cluster_trusts_its_socket_only_from_its_own_files_in_a_folder_with_a_space(cluster_folder):
+    from seqtune.tracking_server import Postgres
+
+    pg = Postgres(cluster_folder / "pg data")
+    pg.init()
+    # initdb's own file already refuses TCP: no host line that lets anyone in.
+    host_lines = [line for line in _hba_lines(pg) if line[0].startswith("host")]
+    assert host_lines and all(line[-1] == "reject" for line in host_lines), host_lines
+    pg.start()
+    try:
+        rules, settings = _access(pg)
+    finally:
+        pg.stop()
+    assert rules == SOCKET_ONLY
+    # From the cluster's configuration files, not a command line: a bare `pg_ctl start` gets them too.
+    assert settings["listen_addresses"] == ("", "configuration file", "seqtune.conf"), settings
+    # One directory, quoted as a list entry (the connection above went through its socket).
+    assert settings["unix_socket_directories"] == (f'"{pg.datadir}"', "configuration file", "seqtune.conf"), settings
+    assert settings["unix_socket_permissions"][0] == "0700", settings
+
+
+def test_a_cluster_that_trusted_tcp_gets_the_policy_when_started(cluster_folder):
+    from seqtune.tracking_server import Postgres
+
+    pg = Postgres(cluster_folder / "pgdata")
+    pg.init()
+    # As `initdb --auth=trust` wrote it before: TCP from localhost trusted too.
+    (pg.datadir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n"
+                                            "host all all ::1/128 trust\n")
+    pg.start()
+    try:
+        rules, settings = _access(pg)
+    finally:
+        pg.stop()
+    assert rules == SOCKET_ONLY
+    assert settings["listen_addresses"][0] == ""
+    pg.configure()  # as the next start does: the include is not added again
+    assert (pg.datadir / "postgresql.conf").read_text().count("include 'seqtune.conf'") == 1
+
+
+@pytest.mark.parametrize("bad", ['/tmp/a"b', "/tmp/$HOME", "/tmp/a`b`", "/tmp/a\\b", "/tmp/a\nb"])
+def test_a_data_dir_the_shell_line_cannot_carry_is_refused(bad):
+    from seqtune.tracking_server import Postgres
+
+    # pg_ctl starts postgres through /bin/sh with the data dir in double quotes.
+    with pytest.raises(ValueError, match="pg_ctl's shell line"):
+        Postgres(Path(bad))
+
+
+def test_conf_string_quotes_as_postgresql_reads_it():
+    from seqtune.tracking_server import conf_string
+
+    assert conf_string("") == "''"
+    assert conf_string('"/tmp/it\'s here"') == "'\"/tmp/it''s here\"'"
+    assert conf_string("a\\b") == "'a\\\\b'"
 
 
 @pytest.mark.slow

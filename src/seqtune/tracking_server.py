@@ -6,9 +6,10 @@
 The sqlite file that every stage uses by default is one person's store. This starts what a
 team shares instead: a PostgreSQL cluster of the project's own (`tracking_server.dir`/pgdata,
 created on first start with Debian's `postgresql` binaries; no system service, no root
-needed, reachable only through a Unix socket inside that folder), and `mlflow server` on
-`tracking_server.host:port` with it as the backend store and `<dir>/artifacts` as the artifact
-store, served through the server (`--artifacts-destination`), so clients need only the URL.
+needed, reachable only through a Unix socket inside that folder, as its own pg_hba.conf and
+postgresql.conf say), and `mlflow server` on `tracking_server.host:port` with it as the
+backend store and `<dir>/artifacts` as the artifact store, served through the server
+(`--artifacts-destination`), so clients need only the URL.
 Ctrl-C / SIGTERM stops the server, then the database (fast shutdown: committed data is kept).
 
 PostgreSQL refuses to run as root; started as root (containers, CI), the cluster is owned
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
+from urllib.parse import quote
 
 from seqtune.config import DEFAULT_PARAMS, TrackingServerConfig, load_params
 from seqtune.tracking import repo_root
@@ -50,6 +52,28 @@ def postgres_bindir() -> Path:
     raise RuntimeError(f"PostgreSQL is not installed (no initdb on PATH or under /usr/lib/postgresql): {INSTALL_HINT}")
 
 
+# pg_ctl starts postgres through `/bin/sh -c`, with the data dir inside double quotes, where
+# these characters still mean something to the shell: a data dir holding one is refused.
+SHELL_UNSAFE = frozenset('"$`\\\n')
+
+# The whole access policy, rewritten on every start (so a cluster created before it, with
+# `initdb --auth=trust`, gets it too): the Unix socket in the data dir, which only its owner
+# (and root) can open, is trusted; every TCP connection is rejected, should one ever listen.
+PG_HBA = """\
+# Written by seqtune on every start (seqtune.tracking_server): edits here are overwritten.
+local   all   all          trust
+host    all   all   all    reject
+"""
+
+SETTINGS_FILE = "seqtune.conf"
+INCLUDE_LINE = f"include '{SETTINGS_FILE}'"
+
+
+def conf_string(value: str) -> str:
+    """`value` as a postgresql.conf string literal (single quotes; ' doubled, \\ escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 @dataclass(frozen=True)
 class Postgres:
     """A PostgreSQL cluster in `datadir`, listening only on a Unix socket in that folder."""
@@ -57,10 +81,16 @@ class Postgres:
     datadir: Path
     database: str = "seqtune"
 
+    def __post_init__(self) -> None:
+        bad = sorted(set(str(self.datadir)) & SHELL_UNSAFE)
+        if bad:
+            raise ValueError(f"PostgreSQL's data dir {str(self.datadir)!r} contains {bad}, which pg_ctl's shell "
+                             "line cannot carry: set tracking_server.dir to a path without them")
+
     @property
     def url(self) -> str:
-        """The SQLAlchemy URL MLflow takes (psycopg2, Unix socket)."""
-        return f"postgresql+psycopg2://{DB_USER}@/{self.database}?host={self.datadir}"
+        """The SQLAlchemy URL MLflow takes (psycopg2, Unix socket; the path percent-encoded)."""
+        return f"postgresql+psycopg2://{DB_USER}@/{self.database}?host={quote(str(self.datadir), safe='/')}"
 
     def _as_owner(self) -> list[str]:
         # initdb and postgres refuse uid 0: run them as Debian's `postgres` user.
@@ -70,8 +100,13 @@ class Postgres:
             raise RuntimeError("running as root needs `runuser` (util-linux) to start PostgreSQL as `postgres`")
         return ["runuser", "-u", "postgres", "--"]
 
-    def _run(self, *args: str) -> None:
-        res = subprocess.run([*self._as_owner(), *args], capture_output=True, text=True)
+    def _run(self, *args: str, timeout: float = 180) -> None:
+        """Run one PostgreSQL tool (no shell) as the cluster's owner; RuntimeError on failure
+        or when it outlasts `timeout` (pg_ctl waits 60 s itself; initdb is seconds)."""
+        try:
+            res = subprocess.run([*self._as_owner(), *args], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"{' '.join(args[:2])} did not finish within {timeout:g} s") from e
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} failed (rc {res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
 
@@ -85,15 +120,41 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.datadir, "postgres", "postgres")
         bindir = postgres_bindir()
-        # trust: the only way in is the socket in datadir, which only its owner (and root) can open.
-        self._run(str(bindir / "initdb"), "-D", str(self.datadir), "-U", DB_USER, "--auth=trust",
-                  "-E", "UTF8", "--locale=C", "--no-instructions")
+        # Socket trusted, TCP rejected from the first line initdb writes (start() rewrites the same).
+        self._run(str(bindir / "initdb"), "-D", str(self.datadir), "-U", DB_USER, "--auth-local=trust",
+                  "--auth-host=reject", "-E", "UTF8", "--locale=C", "--no-instructions")
         log.info("created a PostgreSQL cluster in %s", self.datadir)
 
+    def settings(self) -> str:
+        """seqtune.conf: no TCP listener, the socket in the data dir, for its owner only."""
+        # unix_socket_directories is a comma-separated list: an entry is double-quoted so that a
+        # path with a space or a comma stays one directory.
+        socket_dir = conf_string('"' + str(self.datadir) + '"')
+        return ("# Written by seqtune on every start (seqtune.tracking_server): edits here are overwritten.\n"
+                "listen_addresses = ''\n"
+                f"unix_socket_directories = {socket_dir}\n"
+                "unix_socket_permissions = 0700\n")
+
+    def _write(self, name: str, text: str) -> None:
+        path = self.datadir / name
+        path.write_text(text)
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+
+    def configure(self) -> None:
+        """Write the access policy and the settings into the cluster's own files, so that any
+        start of it (ours, or a bare `pg_ctl start`) gets them, not only a command line of ours."""
+        self._write("pg_hba.conf", PG_HBA)
+        self._write(SETTINGS_FILE, self.settings())
+        conf = (self.datadir / "postgresql.conf").read_text()
+        if INCLUDE_LINE not in conf.splitlines():
+            # Last in the file: a later setting wins, so these override any earlier one.
+            self._write("postgresql.conf", conf.rstrip("\n") + f"\n\n# seqtune's settings\n{INCLUDE_LINE}\n")
+
     def start(self) -> None:
+        self.configure()
         bindir = postgres_bindir()
-        opts = f"-c listen_addresses='' -k {self.datadir} -c unix_socket_permissions=0700"
-        self._run(str(bindir / "pg_ctl"), "-D", str(self.datadir), "-o", opts,
+        self._run(str(bindir / "pg_ctl"), "-D", str(self.datadir),
                   "-l", str(self.datadir / "server.log"), "-w", "-t", "60", "start")
         self._create_database()
 

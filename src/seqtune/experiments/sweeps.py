@@ -168,6 +168,11 @@ def _config_key(name: str) -> str:
     return name.rsplit("-", 1)[-1]
 
 
+# `dvc exp run --queue` only stashes the workspace and the overrides (seconds): a longer wait is
+# a hung dvc (e.g. a lock that is never released), which raises subprocess.TimeoutExpired.
+QUEUE_TIMEOUT_S = 600
+
+
 def pending_experiments() -> dict[str, str]:
     """Name -> status of the experiments waiting in or running from the DVC queue (the name
     carries the configuration's hash, so it identifies the configuration)."""
@@ -212,7 +217,7 @@ def queue(names: Sequence[str], *, sweeps_path: Path | str = DEFAULT_SWEEPS, par
         cmd = exp.command()
         log.info("%s: %s", covers, " ".join(cmd))
         if not dry_run:
-            subprocess.run(cmd, check=True)
+            subprocess.run(cmd, check=True, timeout=QUEUE_TIMEOUT_S)
         queued += 1
     if queued and not dry_run:
         log.info("queued %d experiments: run them with `dvc queue start -j 1`", queued)

@@ -55,6 +55,7 @@ run: install
 # cores with bf16. One DVC experiment per task because n_train/epochs differ per task; each
 # registers its own champion (a workspace experiment: params.yaml keeps its values after). `make specialist SPECIALIST_TASKS=smiles2iupac` runs one.
 SPECIALIST_COMMON := -S molecules.source=moses -S molecules.fragments=brics -S molecules.max_raw=30000 \
+	-S molecules.split_level=fragment -S molecules.val_fraction=0.0 \
 	-S molecules.max_heavy_atoms=15 -S data.format=plain -S data.n_test=1000 -S train.batch_size=32 \
 	-S train.save_steps=200 -S train.val_size=128 -S evaluate.n_eval=500 -S evaluate.max_new_tokens=48 -S evaluate.decoding=greedy
 SPECIALIST_smiles2iupac := -S data.n_train=16000 -S train.epochs=2

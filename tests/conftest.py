@@ -31,8 +31,15 @@ import torch  # noqa: E402
 # Tiny models on 2 cores: one thread is dramatically faster than oversubscribing.
 torch.set_num_threads(1)
 
+from tests import ci  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_configure(config):
+    """In CI (`CI` set, as .ci/run does) a skipped test fails the session: tests/ci.py."""
+    ci.register(config)
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +51,15 @@ def empty_mlflow_db(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _precision_cache(tmp_path_factory):
+    """The measured bf16 verdict (seqtune.pipeline.precision) is cached in a session folder,
+    never the user's ~/.cache: at most one measurement per session, subprocesses included."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEQTUNE_CACHE_DIR", str(tmp_path_factory.mktemp("seqtune-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -64,11 +80,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def shipped_params(overrides: dict | None = None) -> dict:
-    """The shipped params.yaml as a dict, each section updated by `overrides` (a section
-    that is not a mapping, like `tasks`, is replaced)."""
+    """The shipped params.yaml as a dict (the real-molecule source a small fixture file), each
+    section updated by `overrides` (a section that is not a mapping, like `tasks`, is replaced)."""
     import yaml
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    # The shipped real-molecule source fetches a 22 MB wheel (chedl): tests read a small file
+    # instead, unless they set the section (test_real_molecules covers the shipped source).
+    raw["real_molecules"].update(source="file", path=str(FIXTURES / "real_molecules.smi"), per_band=4,
+                                 band_edges=[3, 9, 16, 31], workers=1)
     for section, values in (overrides or {}).items():
         if isinstance(values, dict) and isinstance(raw.get(section), dict):
             raw[section].update(values)

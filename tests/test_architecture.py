@@ -30,7 +30,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-STAGES = frozenset(f"seqtune.pipeline.{m}" for m in ("molecules", "models", "data", "train", "evaluate", "registry"))
+STAGES = frozenset(f"seqtune.pipeline.{m}" for m in ("molecules", "real_molecules", "models", "data", "train", "evaluate",
+                                                          "registry"))
 """The DVC stages' modules (models = stage base_model, registry = stage register)."""
 INFRA = frozenset(f"seqtune.{m}" for m in ("config", "paths", "io", "log", "tracking", "tracking_server", "downloads"))
 ENTRY = frozenset({"seqtune.cli", "seqtune.train", "seqtune.pyfunc"})

@@ -175,6 +175,9 @@ def test_evaluate_stage_end_to_end(workspace, tmp_path):
     assert run.data.metrics["eval.exact_match"] == metrics["exact_match"]
     assert run.data.metrics["eval.baseline_rule.exact_match"] == 1.0
     assert run.data.tags["evaluate.decoding"] == "greedy"
+    # why it ran in that precision: the bf16 verdict behind auto (or fp32 asked)
+    reason = run.data.tags["evaluate.precision_reason"]
+    assert reason == "fp32 asked" or f" -> {metrics['precision']}: " in reason, reason
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation")}
     assert {"evaluation/smiles2formula.json", "evaluation/smiles2formula.jsonl", "evaluation/plots"} <= logged
     assert not list(tmp_path.rglob("*.tmp"))  # nothing half-written left behind

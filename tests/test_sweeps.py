@@ -4,6 +4,9 @@ sweep's cost counts tokens per example on a sample of each point's own data."""
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import time
 
 import pytest
 import yaml
@@ -103,6 +106,22 @@ def test_queue_skips_a_configuration_waiting_under_another_points_name(monkeypat
     assert len(queued) == 3 and not any(q.endswith(running[-6:]) for q in queued)
 
 
+def test_a_hung_dvc_queue_is_killed_at_its_timeout(tmp_path, monkeypatch):
+    from seqtune.experiments import sweeps
+
+    # A `dvc` that never answers (exec: the kill reaches the sleep itself).
+    dvc = tmp_path / "dvc"
+    dvc.write_text("#!/bin/sh\nexec sleep 120\n")
+    dvc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(sweeps, "pending_experiments", dict)
+    monkeypatch.setattr(sweeps, "QUEUE_TIMEOUT_S", 1)
+    start = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired, match="dvc"):
+        sweeps.queue(["data_size"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
+    assert time.monotonic() - start < 60
+
+
 # ---------------------------------------------------------------------------------------
 # cost: tokens per example counted on a sample of each point's own data
 
@@ -143,7 +162,7 @@ def test_sampled_tokens_per_example_are_what_the_stages_make(tmp_path, monkeypat
     params = params_file(COST_PARAMS)
     molecules.main(params=params)
     data.main("smiles2formula", params=params)
-    made = pd.concat([pd.read_parquet(paths.dataset_dir("smiles2formula") / f"{s}.parquet") for s in ("train", "test")])
+    made = pd.concat([pd.read_parquet(paths.dataset_dir("smiles2formula") / f"{s}.parquet") for s in ("train", "val", "test")])
     enc = encode_examples(build_tiny_tokenizer(), made.prompt.tolist(), made.completion.tolist(), 512)
     expected = sum(r["length"] for r in enc.rows) / len(enc.rows)
 

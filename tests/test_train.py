@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from seqtune import paths
 from seqtune.config import ConfigError, parse_params
 from seqtune.io import rows_sha256
-from seqtune.pipeline import models, train
+from seqtune.pipeline import models, precision, train
 from seqtune.pipeline.formats import render_completion, render_prompt
 from seqtune.pipeline.sft_data import IGNORE_INDEX, Collator, EpochLengthGroupedSampler, encode, encode_examples, padding_ratio
 from seqtune.tasks import get_task
@@ -153,18 +153,20 @@ def test_train_config_is_validated():
 def test_precision_choice():
     cpu = torch.device("cpu")
     assert train.use_bf16("fp32", cpu) is False
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    # By fact (CPU flags, then a measured matmul: tests/test_precision.py fakes each CPU kind),
+    # not oneDNN's answer, which is True on AVX512 cores that only emulate bf16.
+    native = precision.bf16_verdict(cpu).native
     assert train.use_bf16("auto", cpu) is native
     if native:
         assert train.use_bf16("bf16", cpu) is True
-    else:  # emulated bf16 is ~45x slower than fp32: asking for it is an error, not a silent crawl
+    else:  # emulated bf16 is 4-45x slower than fp32: asking for it is an error, not a silent crawl
         with pytest.raises(ValueError, match="AVX512-BF16"):
             train.use_bf16("bf16", cpu)
 
 
 def test_generator_precision_follows_native_bf16(monkeypatch, tiny_model_dir):
     """auto: bf16 weights where bf16 is native, fp32 (never autocast) where it is emulated
-    (~45x slower per matmul on an AVX2-only CPU); autocast only when asked; bf16 asked of a
+    (4-45x slower per matmul: AVX512 without avx512_bf16, AVX2-only); autocast only when asked; bf16 asked of a
     CPU without it is an error, not a crawl."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -247,6 +249,10 @@ def test_mlflow_run_holds_params_step_losses_and_epoch_metrics(project):
     assert params["train.lora.target_modules"].startswith("[")
     assert params["data_hash"] == stats["data_hash"] and params["test_hash"] == stats["test_hash"]
     assert params["git_rev"] and params["base_model.source"].startswith("tiny")
+    # The precision and why (auto: the CPU's flags and measured bf16 verdict), in the summary too.
+    assert params["bf16"] == str(summary["precision"] == "bf16")
+    assert params["precision_reason"] == summary["precision_reason"]
+    assert summary["precision_reason"].startswith(f"auto -> {summary['precision']}: ")
     losses = client.get_metric_history(run.info.run_id, "loss")
     # logging_first_step + every 2 steps of 24
     assert [m.step for m in losses] == [1, *range(2, 25, 2)]
@@ -404,9 +410,9 @@ def test_smollm2_trains_a_few_steps(smollm2, tmp_path, monkeypatch, params_file)
     params = params_file({"train": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-4, "logging_steps": 1, "val_size": 4}})
     summary = train.main(TASK, params=params)
     assert summary["steps"] == 4 and summary["base_model"] == "smollm2-135m"
-    # `precision: auto` trains in bf16 only where the CPU has native bf16 (AVX512-BF16/AMX);
-    # an AVX2-only CPU trains in fp32 (bf16 autocast there is emulated, and slower).
-    native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    # `precision: auto` trains in bf16 only where the CPU has native bf16 (AVX512-BF16/AMX
+    # flags and a measured speedup); elsewhere in fp32 (bf16 autocast there is emulated, and slower).
+    native_bf16 = precision.bf16_verdict(torch.device("cpu")).native
     assert summary["precision"] == ("bf16" if native_bf16 else "fp32")
     epochs = json.loads((paths.model_dir(TASK) / "epochs.json").read_text())
     assert epochs[1]["eval_loss"] < epochs[0]["eval_loss"], epochs

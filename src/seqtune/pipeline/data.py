@@ -10,9 +10,15 @@ prefix of the one for n_train=3000, and every n_train and sample shares the same
 With `data.smiles_variants: k` a SMILES-input task writes k train examples per molecule: the
 canonical SMILES and k - 1 randomized spellings of it, with the same target.
 
-Writes `data/datasets/<task>/{train,test}.parquet` (source, target, smiles, inchikey,
-heavy_atoms, prompt, completion) and `stats.json` (format, counts kept/dropped by reason,
-target lengths, timing, `data_hash` of the train rows and `test_hash` of the test set).
+Validation examples come from the molecules stage's validation split the same way (`data.n_val`;
+none when it has no such split), and every real molecule of the `real_molecules` stage is
+labelled too (`real.parquet`, with its heavy-atom band): evaluation scores the model on them
+by band.
+
+Writes `data/datasets/<task>/{train,val,test,real}.parquet` (source, target, smiles, inchikey,
+heavy_atoms, prompt, completion; real adds band) and `stats.json` (format, counts kept/dropped
+by reason, target lengths, timing, `data_hash` of the train rows, `test_hash` of the test set,
+`val_hash` and `real_hash`).
 
 Labels are cached in `data/cache/labels/labels.sqlite`, keyed by task, labeller version and
 SMILES: re-runs and larger n_train label only new molecules, with identical results.
@@ -213,6 +219,26 @@ def with_smiles_variants(rows: list[dict], variants: int) -> list[dict]:
     return out
 
 
+_NO_TIMING = {"labelled": 0, "labelled_kept": 0, "cached": 0, "label_seconds": 0.0}
+
+
+def collect_real(task: Task, cfg: DataConfig, cache: LabelCache | None, *, desc: str) -> tuple[list[dict], Counter, dict]:
+    """Every molecule of the real_molecules stage that `task` can label, each with its band:
+    labelled like the test set (so exact match has a reference), never trained on. Empty when
+    that stage wrote none (`real_molecules.source: none`) or has not run (outside DVC, which
+    runs it first: a warning, since evaluation then has no real-molecule bands)."""
+    path = paths.REAL_MOLECULES / "molecules.parquet"
+    if not path.exists():
+        log.warning("%s not found: no real-molecule bands for %s (run `seqtune real-molecules` first)", path, task.name)
+        return [], Counter(), dict(_NO_TIMING)
+    mols = pd.read_parquet(path)
+    if mols.empty:
+        return [], Counter(), dict(_NO_TIMING)
+    rows, dropped, timing = collect(mols, len(mols), task, cfg, cache, desc=desc)
+    band = dict(zip(mols.inchikey, mols.band))
+    return [{**r, "band": band[r["inchikey"]]} for r in rows], dropped, timing
+
+
 def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) -> dict:
     """Run the stage for `task`; returns the stats written to stats.json."""
     cfg: DataConfig = load_section("data", params)
@@ -232,6 +258,10 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
         train_mols = train_order(mols[mols.split == "train"], cfg.sample)
         train, drop_train, tim_train = collect(train_mols, cfg.n_train, t, cfg, cache, desc=f"{task} train")
         test, drop_test, tim_test = collect(mols[mols.split == "test"], cfg.n_test, t, cfg, cache, desc=f"{task} test")
+        val_mols = mols[mols.split == "val"]
+        val, drop_val, tim_val = (collect(val_mols, cfg.n_val, t, cfg, cache, desc=f"{task} val")
+                                  if len(val_mols) and cfg.n_val else ([], Counter(), _NO_TIMING))
+        real, drop_real, tim_real = collect_real(t, cfg, cache, desc=f"{task} real")
     finally:
         if cache:
             cache.close()
@@ -250,13 +280,14 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
     variants = cfg.smiles_variants if t.source_kind == "smiles" else 1
     if variants > 1:
         train = with_smiles_variants(train, variants)
-    for r in train + test:
+    for r in train + val + test + real:
         r["prompt"] = render_prompt(cfg.format, t, r["source"], tokenizer)
         r["completion"] = render_completion(cfg.format, t, r["target"])
     seconds = time.perf_counter() - start
-    label_seconds = tim_train["label_seconds"] + tim_test["label_seconds"]
-    labelled = tim_train["labelled"] + tim_test["labelled"]
-    kept_fresh = tim_train["labelled_kept"] + tim_test["labelled_kept"]
+    timings = (tim_train, tim_val, tim_test, tim_real)
+    label_seconds = sum(x["label_seconds"] for x in timings)
+    labelled = sum(x["labelled"] for x in timings)
+    kept_fresh = sum(x["labelled_kept"] for x in timings)
     stats = {
         "task": task,
         "format": cfg.format,
@@ -269,24 +300,30 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
         "smiles_variants": variants,
         "train_molecules": n_molecules,
         "train": len(train),
+        "val": len(val),
         "test": len(test),
-        "dropped": {"train": dict(sorted(drop_train.items())), "test": dict(sorted(drop_test.items()))},
+        "real": dict(sorted(Counter(r["band"] for r in real).items())),
+        "dropped": {name: dict(sorted(d.items())) for name, d in
+                    (("train", drop_train), ("val", drop_val), ("test", drop_test), ("real", drop_real))},
         "target_chars": _length_stats([len(r["target"]) for r in train + test]),
         "source_chars": _length_stats([len(r["source"]) for r in train + test]),
         "labelled": labelled,
-        "from_cache": tim_train["cached"] + tim_test["cached"],
+        "from_cache": sum(x["cached"] for x in timings),
         "label_seconds": round(label_seconds, 2),
         "pairs_per_s": round(kept_fresh / label_seconds, 1) if label_seconds > 0 else None,
         "seconds": round(seconds, 2),
         "data_hash": rows_sha256([{k: r[k] for k in COLUMNS} for r in train]),
         "test_hash": rows_sha256([{k: r[k] for k in TEST_SET_FIELDS} for r in test]),
+        "val_hash": rows_sha256([{k: r[k] for k in TEST_SET_FIELDS} for r in val]) if val else None,
+        "real_hash": rows_sha256([{k: r[k] for k in (*TEST_SET_FIELDS, "band")} for r in real]) if real else None,
     }
     with atomic_dir(paths.dataset_dir(task)) as out:
-        for name, rows in (("train", train), ("test", test)):
-            pd.DataFrame(rows, columns=COLUMNS).astype({"heavy_atoms": "int64"}).to_parquet(out / f"{name}.parquet", index=False)
+        for name, rows, cols in (("train", train, COLUMNS), ("val", val, COLUMNS), ("test", test, COLUMNS),
+                                 ("real", real, [*COLUMNS, "band"])):
+            pd.DataFrame(rows, columns=cols).astype({"heavy_atoms": "int64"}).to_parquet(out / f"{name}.parquet", index=False)
         write_json(out / "stats.json", stats)
     log.info(
-        "%s: %d train + %d test examples (%s format), dropped %s, %.1fs",
-        task, len(train), len(test), cfg.format, stats["dropped"], seconds,
+        "%s: %d train + %d val + %d test examples + %d real molecules (%s format), dropped %s, %.1fs",
+        task, len(train), len(val), len(test), len(real), cfg.format, stats["dropped"], seconds,
     )
     return stats

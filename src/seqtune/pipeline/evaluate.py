@@ -5,9 +5,12 @@
 Loads the exact folder that gets registered and served (`data/models/<task>`), generates for
 the first `evaluate.n_eval` test items (batched, left-padded, KV cache; greedy, beam or
 verified beams), scores with the task plug-in, and puts the rule-based tool and the zero-shot
-base model beside it on the same items. Writes `metrics/<task>.json`, plot data and PNGs
-under `plots/<task>/`, per-item results in `data/predictions/<task>.jsonl`, and logs all of
-it into the model's training run in MLflow.
+base model beside it on the same items. Then the same decoding on the first
+`evaluate.n_real_per_band` real molecules of each heavy-atom band (stage real_molecules: real
+compounds no training drew from), reported as `real` in the metrics. Writes
+`metrics/<task>.json`, plot data and PNGs under `plots/<task>/`, per-item results in
+`data/predictions/<task>.jsonl` and `<task>.real.jsonl`, and logs all of it into the model's
+training run in MLflow.
 """
 
 from __future__ import annotations
@@ -212,6 +215,35 @@ def _load_inputs(task: str, n_eval: int) -> tuple[Path, dict, list[dict], dict]:
     return model_dir, card, rows, stats
 
 
+def _load_real(task: str, per_band: int) -> list[dict]:
+    """The first `per_band` labelled real molecules of each band (data stage's real.parquet,
+    bands in size order); [] when there are none or `per_band` is 0."""
+    import pandas as pd
+
+    path = paths.dataset_dir(task) / "real.parquet"
+    if not per_band or not path.exists():
+        if per_band:
+            log.warning("%s: no real molecules at %s: no real-molecule bands (rebuild with `dvc repro`)", task, path)
+        return []
+    real = pd.read_parquet(path)
+    if real.empty:
+        return []
+    real = real.assign(_lo=real.band.str.split("-").str[0].astype(int)).sort_values("_lo", kind="stable")
+    return real.groupby("band", sort=False).head(per_band).drop(columns="_lo").to_dict("records")
+
+
+def real_bands(rows: Sequence[Mapping], scores: Sequence[Mapping[str, float]], preds) -> dict[str, dict[str, Any]]:
+    """Per band, in size order: n and the mean of every per-item metric (and the verified
+    share when the decoding checks its answers)."""
+    out: dict[str, dict[str, Any]] = {}
+    for band in dict.fromkeys(r["band"] for r in rows):
+        idx = [i for i, r in enumerate(rows) if r["band"] == band]
+        out[band] = {"n": len(idx), **mean_metrics([scores[i] for i in idx])}
+        if preds[idx[0]].verified is not None:
+            out[band]["verified_rate"] = sum(bool(preds[i].verified) for i in idx) / len(idx)
+    return out
+
+
 def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Run the stage; returns the metrics written to metrics/<task>.json."""
     from seqtune.pipeline.generation import Generator
@@ -236,7 +268,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
 
     gen = Generator.load(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, precision=cfg.precision,
                          answer_vocab=cfg.answer_vocab)
-    precision, answer_vocab = gen.precision, gen.answer_vocab
+    precision, precision_reason, answer_vocab = gen.precision, gen.precision_reason, gen.answer_vocab
     t0 = time.perf_counter()
     preds = _predict(gen, sources, decoding=decoding, num_beams=cfg.num_beams, batch_size=cfg.batch_size, desc=task)
     seconds = time.perf_counter() - t0
@@ -249,6 +281,12 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
         outputs[GREEDY] = [pr.output for pr in _predict(
             gen, sources, decoding="greedy", num_beams=1, batch_size=cfg.batch_size, desc=f"{task} greedy")]
         greedy_seconds = time.perf_counter() - t0
+    real_rows = _load_real(task, cfg.n_real_per_band)
+    real_preds = []
+    if real_rows:
+        log.info("scoring %d real molecules (%s decoding) by band", len(real_rows), decoding)
+        real_preds = _predict(gen, [r["source"] for r in real_rows], decoding=decoding, num_beams=cfg.num_beams,
+                              batch_size=cfg.batch_size, desc=f"{task} real")
     del gen
     rule = t.baseline(sources)
     if rule is not None:
@@ -282,11 +320,17 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
     for name in (RULE, ZERO_SHOT):
         if name in scores:
             metrics[name] = mean_metrics(scores[name])
+    real_scores = t.score_batch([pr.output for pr in real_preds], real_rows) if real_rows else []
+    if real_rows:
+        # Real molecules no training drew from, by heavy-atom band (stage real_molecules).
+        metrics["real"] = real_bands(real_rows, real_scores, real_preds)
+        metrics["real_hash"] = rows_sha256([(r["source"], r["target"], r["band"]) for r in real_rows])
 
     epochs = by_epoch(model_dir)
     baselines = {n: metrics[n][primary] for n in (RULE, ZERO_SHOT) if n in metrics}
     sizes = by_size([int(r["heavy_atoms"]) for r in rows], {k: v for k, v in scores.items() if k != GREEDY},
                     cfg.size_buckets, primary)
+    _write_real(task, real_rows, real_preds, real_scores, metrics)
     _write(task, rows, outputs, scores, preds, metrics, epochs, sizes, baselines)
 
     with start_model_run(model_dir, run_name=f"evaluate-{task}"):
@@ -295,6 +339,8 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
         # evaluate.decoding: the decoding that ran (verified asked of a task it is not fair for ran greedy).
         mlflow.set_tags({f"evaluate.{k}": v for k, v in cfg.model_dump().items()}
                         | {"evaluate.decoding": decoding, "evaluate.precision": precision,
+                           # why (the verdict behind auto): MLflow only, as it quotes a timing
+                           "evaluate.precision_reason": precision_reason,
                            # the head that ran: the card may record no answer vocabulary
                            "evaluate.answer_vocab": str(answer_vocab or "full")})
         mlflow.log_metrics({f"eval.{k}": v for k, v in flat_metrics(metrics).items()})
@@ -305,10 +351,38 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
             mlflow.log_metric("eval.greedy.items_per_s", len(rows) / max(greedy_seconds, 1e-9))
         mlflow.log_artifact(str(paths.metrics_path(task)), "evaluation")
         mlflow.log_artifact(str(paths.predictions_path(task)), "evaluation")
+        mlflow.log_artifact(str(paths.real_predictions_path(task)), "evaluation")
         mlflow.log_artifacts(str(paths.plots_dir(task)), "evaluation/plots")
     log.info("%s: %s = %.4f (%s)", task, primary, metrics[primary],
              ", ".join(f"{n} {v:.4f}" for n, v in baselines.items()) or "no baselines")
     return metrics
+
+
+def _write_real(task, rows, preds, scores, metrics) -> None:
+    """Per-item real-molecule results and the by-band plot data (`_write` draws its PNG and
+    puts metrics last). Written empty when there are none, so DVC's outputs exist."""
+    with atomic_path(paths.real_predictions_path(task)) as tmp, open(tmp, "w") as f:
+        for r, pr, sc in zip(rows, preds, scores):
+            item = {"source": r["source"], "target": r["target"], "smiles": r["smiles"], "band": r["band"],
+                    "heavy_atoms": int(r["heavy_atoms"]), "prediction": pr.output, **sc}
+            if pr.verified is not None:
+                item["verified"] = pr.verified
+            f.write(json.dumps(item) + "\n")
+    write_json(paths.plots_dir(task) / "real_by_band.json", [{"band": b, **v} for b, v in metrics.get("real", {}).items()])
+
+
+def _png_real(path: Path, bands: list[dict], primary: str) -> None:
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bars = ax.bar(range(len(bands)), [b[primary] for b in bands], color="tab:green")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(range(len(bands)), [f"{b['band']}\n(n={b['n']})" for b in bands])
+    ax.set(xlabel="heavy atoms (real molecules, never trained on)", ylabel=primary,
+           title=f"{primary} on real molecules by size", ylim=(0, 1.05))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _write(task, rows, outputs, scores, preds, metrics, epochs, sizes, baselines) -> None:
@@ -328,4 +402,6 @@ def _write(task, rows, outputs, scores, preds, metrics, epochs, sizes, baselines
     with atomic_dir(plots / "png") as png:
         _png_by_epoch(png / "by_epoch.png", epochs, primary, baselines)
         _png_by_size(png / "by_size.png", sizes, primary, ["model", *[n for n in (RULE, ZERO_SHOT) if n in metrics]])
+        if metrics.get("real"):
+            _png_real(png / "real_by_band.png", [{"band": b, **v} for b, v in metrics["real"].items()], primary)
     write_json(paths.metrics_path(task), metrics)

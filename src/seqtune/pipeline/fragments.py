@@ -52,13 +52,22 @@ def brics_fragments(smiles: str, min_heavy: int, max_heavy: int) -> list[str] | 
         return None
 
 
-def _args(a: tuple[str, int, int]) -> list[str] | None:
-    return brics_fragments(*a)
+def _args(a: tuple[str, int, int]) -> tuple[str, list[str]] | None:
+    frags = brics_fragments(*a)
+    if frags is None:
+        return None
+    from rdkit import Chem
+
+    # The record's own canonical SMILES: the key a parent-level split hashes (two spellings
+    # of one record are one parent).
+    return Chem.MolToSmiles(Chem.MolFromSmiles(a[0])), frags
 
 
-def fragment_all(raw: Iterable[str], min_heavy: int, max_heavy: int, *, workers: int = 1) -> Iterator[list[str] | None]:
-    """Every record's fragments (a list, or None when unparsable) in record order; duplicates
-    across records are left to the molecules stage's dedupe, which keeps the first."""
+def fragment_all(raw: Iterable[str], min_heavy: int, max_heavy: int, *,
+                 workers: int = 1) -> Iterator[tuple[str, list[str]] | None]:
+    """Every record as (its canonical SMILES, its fragments), or None when unparsable, in
+    record order; duplicates across records are left to the molecules stage's dedupe, which
+    keeps the first."""
     args = [(r, min_heavy, max_heavy) for r in raw]
     bar = dict(total=len(args), desc="fragment", unit="mol", mininterval=1.0)
     if workers == 1 or len(args) < 1000:

@@ -11,6 +11,9 @@ Sources (`molecules.source`):
   pubchem        PubChem's bulk `CID-SMILES.gz` (CID<TAB>SMILES lines), a local copy or streamed
                  from NCBI, stopping after `max_raw` records
 
+`read_chedl` reads the real-molecule evaluation set (stage real_molecules): the PubChem
+identifier tables inside the `chemicals==1.5.2` distribution (ChEDL), fetched like molsets.
+
 A malformed record yields "" so the molecules stage can count it instead of failing.
 """
 
@@ -36,6 +39,12 @@ from seqtune.downloads import fetch_wheel
 log = logging.getLogger(__name__)
 
 MOSES_DIST = ("molsets", "0.3.1")
+CHEDL_DIST = ("chemicals", "1.5.2")
+CHEDL_MEMBERS = ("chemicals/Identifiers/chemical identifiers pubchem small.tsv",
+                 "chemicals/Identifiers/chemical identifiers pubchem large.tsv")
+"""ChEDL's PubChem identifier tables (CID, CAS, formula, MW, SMILES, InChI, InChIKey, IUPAC
+name, synonyms...; no header): ~1,800 of the commonest chemicals, then ~71,000 more compounds
+that have a CAS number: solvents, reagents, monomers, metabolites, drugs."""
 MOSES_MEMBERS = ("moses/dataset/data/train.csv.gz", "moses/dataset/data/test.csv.gz")
 PUBCHEM_URL = "https://ftp.ncbi.nlm.nih.gov/pubchem/Compound/Extras/CID-SMILES.gz"
 
@@ -129,6 +138,21 @@ def read_file(path: Path, column: str) -> Iterator[str]:
             yield from read_smi(f)
         else:
             raise ValueError(f"{path}: unknown molecule file type {ext!r}; use .smi, .csv, .tsv or .sdf (optionally .gz)")
+
+
+def read_chedl(wheel: Path) -> Iterator[tuple[str, str, str]]:
+    """(SMILES, InChIKey, IUPAC name) of every row of ChEDL's PubChem tables in `wheel` (the
+    `chemicals` distribution), in file order; a short row yields empty fields."""
+    with zipfile.ZipFile(wheel) as zf:
+        for member in CHEDL_MEMBERS:
+            with zf.open(member) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    cols = line.rstrip("\n").split("\t")
+                    yield (cols[4], cols[6], cols[7]) if len(cols) > 7 else ("", "", "")
+
+
+def chedl_wheel() -> Path:
+    return fetch_wheel(*CHEDL_DIST, hint="or set real_molecules.source to file (your own molecules) or none")
 
 
 # ---------------------------------------------------------------- downloads

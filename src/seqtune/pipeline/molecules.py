@@ -5,21 +5,27 @@
 Writes `data/molecules/molecules.parquet` (smiles, inchikey, heavy_atoms, split, hash; rows
 sorted by hash) and `data/molecules/stats.json` (records read, kept, dropped by reason).
 
-The split is a pure function of each molecule's own key: sha1 of its InChIKey (or of its
-Murcko scaffold with `split_by: scaffold`) mapped to [0, 1) and compared with
-`test_fraction`. Adding molecules or asking for more training data therefore never moves a
-molecule between train and test, and downstream stages take prefixes in hash order.
+The split is a pure function of a key: sha1 of the molecule's InChIKey (or of its Murcko
+scaffold with `split_by: scaffold`) mapped to [0, 1): below `test_fraction` is test, the next
+`val_fraction` is validation, the rest train. Adding molecules or asking for more training
+data therefore never moves a molecule between splits, and downstream stages take prefixes in
+hash order.
+
+With `fragments: brics` and `split_level: parent` the key is the *source record's*: a record
+goes to one split with all its fragments, and a fragment that several records give takes the
+split of the first in train > val > test order. So no test fragment has a sibling, a
+sub-fragment or its parent in training (a fragment-level split put them on both sides, and its
+test split measured near-analogues).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -28,134 +34,115 @@ from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, MoleculesConfig, load_section
 from seqtune.io import atomic_dir, write_json
 from seqtune.pipeline.molecule_sources import iter_smiles, open_source
+from seqtune.pipeline.standardise import Standardised, split_hash, standardise, standardise_many  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["smiles", "inchikey", "heavy_atoms", "split", "hash"]
 
 
-class Standardised(NamedTuple):
-    smiles: str | None = None
-    inchikey: str | None = None
-    heavy_atoms: int = 0
-    scaffold: str | None = None
-    reason: str | None = None
-    """Why the record was dropped (None when kept)."""
+def split_of(hash_hex: str, test_fraction: float, val_fraction: float = 0.0) -> str:
+    """'test' when the hash falls in the first `test_fraction` of hash space, 'val' in the
+    next `val_fraction`, else 'train'; depends on nothing but the hash, so a molecule's split
+    never changes with data sizes (and the test share is the same with or without val)."""
+    x = int(hash_hex[:15], 16) / 16**15
+    return "test" if x < test_fraction else "val" if x < test_fraction + val_fraction else "train"
 
 
-def standardise(raw: str, min_heavy: int = 1, max_heavy: int = 10**6, want_scaffold: bool = False) -> Standardised:
-    """Standardise one raw SMILES with RDKit, or say why it is dropped.
+SPLIT_PRIORITY = ("train", "val", "test")
+"""A fragment of parents in several splits goes to the first of these: it is never scored on
+(val, test) when training saw it."""
 
-    Clean up (normalise groups, disconnect metals), keep the largest fragment (drops salts and
-    solvents), neutralise where a neutral form exists, then refuse what names can't handle
-    (metals, radicals, isotopes, wildcards) and out-of-range sizes."""
-    from rdkit import Chem
-    from rdkit.Chem.MolStandardize import rdMolStandardize
+
+@lru_cache(maxsize=1 << 16)
+def _parent_key(parent: str, split_by: str) -> str:
+    """What a parent-level split hashes: the parent's canonical SMILES, or its Murcko
+    scaffold with `split_by: scaffold` (parents sharing a scaffold then share a side)."""
+    if split_by != "scaffold":
+        return parent
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
-    from seqtune.chem import exclusion_reason, mol_from_smiles
-
-    if not raw or not raw.strip():
-        return Standardised(reason="empty_record")
-    mol = mol_from_smiles(raw)
-    if mol is None:
-        return Standardised(reason="unparsable")
-    try:
-        mol = rdMolStandardize.Cleanup(mol)
-        mol = rdMolStandardize.FragmentParent(mol)
-        mol = rdMolStandardize.Uncharger().uncharge(mol)
-        Chem.SanitizeMol(mol)
-    except Exception:  # RDKit raises on a few exotic valence/aromaticity cases
-        return Standardised(reason="standardisation_failed")
-    reason = exclusion_reason(mol)
-    if reason:
-        return Standardised(reason=reason)
-    heavy = mol.GetNumHeavyAtoms()
-    if heavy < min_heavy:
-        return Standardised(reason="too_small")
-    if heavy > max_heavy:
-        return Standardised(reason="too_large")
-    # Round-trip once so the stored SMILES is a fixed point of RDKit canonicalisation:
-    # the tasks re-canonicalise inputs and must get this exact string back.
-    again = mol_from_smiles(Chem.MolToSmiles(mol))
-    if again is None:
-        return Standardised(reason="standardisation_failed")
-    smiles = Chem.MolToSmiles(again)
-    inchikey = Chem.MolToInchiKey(again)
-    if not inchikey:
-        return Standardised(reason="no_inchikey")
-    scaffold = MurckoScaffold.MurckoScaffoldSmiles(mol=again) if want_scaffold else None
-    return Standardised(smiles, inchikey, heavy, scaffold)
+    return MurckoScaffold.MurckoScaffoldSmiles(smiles=parent)
 
 
-def split_hash(key: str) -> str:
-    """Hex sha1 of a molecule's split key: its position in the fixed hash order."""
-    return hashlib.sha1(key.encode()).hexdigest()
-
-
-def split_of(hash_hex: str, test_fraction: float) -> str:
-    """'test' when the hash falls in the first `test_fraction` of hash space; depends on
-    nothing but the hash, so a molecule's split never changes with data sizes."""
-    return "test" if int(hash_hex[:15], 16) / 16**15 < test_fraction else "train"
-
-
-def _standardise_args(args: tuple[str, int, int, bool]) -> Standardised:
-    return standardise(*args)
+def parent_split(parents: Iterable[str], cfg: MoleculesConfig) -> str:
+    """The split of a fragment from its parents' canonical SMILES (`split_level: parent`)."""
+    splits = {split_of(split_hash(_parent_key(k, cfg.split_by)), cfg.test_fraction, cfg.val_fraction) for k in parents}
+    return next(s for s in SPLIT_PRIORITY if s in splits)
 
 
 def standardise_all(raw: list[str], cfg: MoleculesConfig) -> list[Standardised]:
     """Standardise in parallel over `cfg.workers` processes, order preserved."""
-    args = [(r, cfg.min_heavy_atoms, cfg.max_heavy_atoms, cfg.split_by == "scaffold") for r in raw]
-    bar = dict(total=len(args), desc="standardise", unit="mol", mininterval=1.0)
-    if cfg.workers == 1 or len(args) < 1000:
-        return [_standardise_args(a) for a in tqdm(args, **bar)]
-    with ProcessPoolExecutor(cfg.workers) as ex:
-        return list(tqdm(ex.map(_standardise_args, args, chunksize=256), **bar))
+    return standardise_many(raw, cfg.min_heavy_atoms, cfg.max_heavy_atoms, want_scaffold=cfg.split_by == "scaffold",
+                            workers=cfg.workers)
 
 
-def build_table(raw: list[str], cfg: MoleculesConfig) -> tuple[pd.DataFrame, Counter]:
-    """The molecules table (deduped, split, sorted by hash) and the drop counts by reason."""
+def by_parent(cfg: MoleculesConfig) -> bool:
+    return cfg.fragments != "none" and cfg.split_level == "parent"
+
+
+def build_table(raw: list[str], cfg: MoleculesConfig,
+                parents: Mapping[str, Sequence[str]] | None = None) -> tuple[pd.DataFrame, Counter]:
+    """The molecules table (deduped, split, sorted by hash) and the drop counts by reason.
+
+    `parents` (from `candidates`, `split_level: parent`): each candidate's source-record keys;
+    a molecule's split then follows every record that gave it (under any spelling)."""
     dropped: Counter = Counter()
-    seen: set[str] = set()
-    rows = []
-    for st in standardise_all(raw, cfg):
+    first: dict[str, tuple] = {}
+    family: dict[str, set[str]] = {}
+    for smi, st in zip(raw, standardise_all(raw, cfg)):
         if st.reason:
             dropped[st.reason] += 1
             continue
-        if st.inchikey in seen:  # first occurrence in file order wins: deterministic
+        if parents is not None:
+            family.setdefault(st.inchikey, set()).update(parents.get(smi, ()))  # type: ignore[arg-type]
+        if st.inchikey in first:  # first occurrence in file order wins: deterministic
             dropped["duplicate"] += 1
             continue
-        seen.add(st.inchikey)
         h = split_hash(st.scaffold if cfg.split_by == "scaffold" else st.inchikey)  # type: ignore[arg-type]
-        rows.append((st.smiles, st.inchikey, st.heavy_atoms, split_of(h, cfg.test_fraction), h))
+        first[st.inchikey] = (st.smiles, st.inchikey, st.heavy_atoms, split_of(h, cfg.test_fraction, cfg.val_fraction), h)  # type: ignore[index]
+    rows = list(first.values())
+    if parents is not None:
+        moved = Counter()
+        for i, (smi, key, heavy, split, h) in enumerate(rows):
+            new = parent_split(family[key], cfg) if family.get(key) else split
+            if new != split:
+                moved[f"{split}->{new}"] += 1
+            rows[i] = (smi, key, heavy, new, h)
+        log.info("parent split: %s fragments differ from a fragment-level split", dict(moved) or "no")
     df = pd.DataFrame(rows, columns=COLUMNS).astype({"heavy_atoms": "int64"})
     # InChIKey breaks ties (scaffold splits share a hash): the order is total and stable.
     df = df.sort_values(["hash", "inchikey"], kind="stable").reset_index(drop=True)
     return df, dropped
 
 
-def candidates(raw: list[str], cfg: MoleculesConfig) -> tuple[list[str], Counter]:
+def candidates(raw: list[str], cfg: MoleculesConfig) -> tuple[list[str], Counter, dict[str, list[str]] | None]:
     """The SMILES to standardise from the records read: the records themselves, or (with
     `fragments: brics`) their distinct fragments in range, and the records that gave none or
-    were longer than `max_record_chars`, counted by reason. Shared with the token sampler so a sweep's cost counts what runs."""
+    were longer than `max_record_chars`, counted by reason; with `split_level: parent`, each
+    fragment's source records (canonical SMILES, their split key), else None. Shared with the
+    token sampler so a sweep's cost counts what runs."""
     drops: Counter = Counter()
     fits = [r for r in raw if len(r) <= cfg.max_record_chars]
     if len(fits) < len(raw):  # before RDKit sees them: parsing one 10 MB line took minutes
         drops["record_too_long"] = len(raw) - len(fits)
         raw = fits
     if cfg.fragments == "none":
-        return raw, drops
+        return raw, drops, None
     from seqtune.pipeline.fragments import fragment_all
 
-    pieces: list[str] = []
-    for frags in fragment_all(raw, cfg.min_heavy_atoms, cfg.max_heavy_atoms, workers=cfg.workers):
-        if frags is None:
+    parents: dict[str, list[str]] = {}
+    for family in fragment_all(raw, cfg.min_heavy_atoms, cfg.max_heavy_atoms, workers=cfg.workers):
+        if family is None:
             drops["unparsable"] += 1
-        elif not frags:
+            continue
+        parent, frags = family
+        if not frags:
             drops["no_fragment_in_range"] += 1
-        pieces.extend(frags or ())
-    # Exact-string duplicates go here (cheap); InChIKey dedupe after standardising.
-    return list(dict.fromkeys(pieces)), drops
+        for f in frags:
+            parents.setdefault(f, []).append(parent)
+    # Exact-string duplicates go here (cheap; dicts keep first-seen order); InChIKey dedupe after standardising.
+    return list(parents), drops, (parents if by_parent(cfg) else None)
 
 
 def main(*, params: Path = DEFAULT_PARAMS) -> dict:
@@ -166,11 +153,11 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict:
     log.info("reading up to %d records from %s", cfg.max_raw, source.describe())
     raw = list(tqdm(iter_smiles(cfg), total=cfg.max_raw, desc="read", unit="rec", mininterval=1.0))
     records_read = len(raw)
-    raw, fragment_drops = candidates(raw, cfg)
+    raw, fragment_drops, parents = candidates(raw, cfg)
     if cfg.fragments != "none":
         log.info("%s: %d records -> %d distinct fragments of %d-%d heavy atoms",
                  cfg.fragments, records_read, len(raw), cfg.min_heavy_atoms, cfg.max_heavy_atoms)
-    df, dropped = build_table(raw, cfg)
+    df, dropped = build_table(raw, cfg, parents)
     dropped.update(fragment_drops)  # whole records that gave no fragment, beside dropped fragments
     if df.empty:
         raise ValueError(
@@ -181,13 +168,16 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict:
     stats = {
         "source": source.describe(),
         "split_by": cfg.split_by,
+        "split_level": "parent" if by_parent(cfg) else "molecule",
         "test_fraction": cfg.test_fraction,
+        "val_fraction": cfg.val_fraction,
         "read": records_read,
         "fragments": cfg.fragments,
         "candidates": len(raw),
         "kept": len(df),
         "dropped": dict(sorted(dropped.items())),
         "train": int(counts.get("train", 0)),
+        "val": int(counts.get("val", 0)),
         "test": int(counts.get("test", 0)),
         "heavy_atoms": {
             "min": int(df.heavy_atoms.min()),
@@ -200,7 +190,7 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict:
         df.to_parquet(out / "molecules.parquet", index=False)
         write_json(out / "stats.json", stats)
     log.info(
-        "molecules: kept %d of %d (train %d, test %d), dropped %s in %.1fs",
-        len(df), len(raw), stats["train"], stats["test"], stats["dropped"], stats["seconds"],
+        "molecules: kept %d of %d (train %d, val %d, test %d), dropped %s in %.1fs",
+        len(df), len(raw), stats["train"], stats["val"], stats["test"], stats["dropped"], stats["seconds"],
     )
     return stats

@@ -122,7 +122,14 @@ DECISION_TAG = "alias_decision"
 """Version tag: why the alias moved to this version or stayed (set once, under the lock)."""
 # Tags that describe an evaluation rather than the model: a re-evaluation of the same folder
 # (e.g. another evaluate.n_eval) updates them on the existing version.
-_SCORE_TAGS = ("primary_metric", "primary_metric_value", "test_hash", "eval_hash", "decoding", "n_eval")
+_SCORE_TAGS = ("primary_metric", "primary_metric_value", "test_hash", "eval_hash", "decoding", "n_eval", "real_bands")
+
+
+def real_bands_tag(metrics: dict[str, Any], metric: str) -> str | None:
+    """`metric` on the real molecules by band, compact for a tag and a table cell
+    ("3-12 0.125 (n=50), 13-15 ..."); None when the evaluation had no real molecules."""
+    real = metrics.get("real") or {}
+    return ", ".join(f"{b} {v[metric]:.3f} (n={v['n']})" for b, v in real.items() if metric in v) or None
 
 
 def _already_registered(client, name: str, rcfg: RegisterConfig, mv, tags: dict[str, str]) -> RegisterResult:
@@ -176,6 +183,7 @@ def register_model(
         "content_hash": digest,
         "decoding": metrics.get("decoding"),
         "n_eval": metrics.get("n"),
+        "real_bands": real_bands_tag(metrics, metric_name),
     }
     tags = {k: str(v) for k, v in tags.items() if v is not None}
     # Fast path without the lock: an idempotent re-run creates nothing (checked again below).
@@ -360,6 +368,7 @@ def _version_row(mv, champ: int | None) -> list[Any]:
     return [
         f"v{mv.version}{' ★' if champ == int(mv.version) else ''}",
         f"{metric}={value:.4f}" if value is not None else "",
+        tags.get("real_bands", ""),
         (test or "")[:12],
         (tags.get("data_hash") or "")[:12],
         tags.get("base_model"),
@@ -368,7 +377,8 @@ def _version_row(mv, champ: int | None) -> list[Any]:
     ]
 
 
-_COLUMNS = ["version", "primary metric", "test_hash", "data_hash", "base model", "method", "created (UTC)"]
+_COLUMNS = ["version", "primary metric (test)", "on real molecules, by heavy atoms", "test_hash", "data_hash", "base model",
+            "method", "created (UTC)"]
 
 
 def cli_list(*, params: Path = DEFAULT_PARAMS) -> None:
@@ -380,7 +390,7 @@ def cli_list(*, params: Path = DEFAULT_PARAMS) -> None:
         cur = store.get_alias(client, name, rcfg.alias)
         versions = store.versions(client, name)
         if not versions:
-            rows.append([name, "not registered", "", "", "", "", "", ""])
+            rows.append([name, "not registered", *[""] * (len(_COLUMNS) - 1)])
         for mv in versions:
             rows.append([name, *_version_row(mv, int(cur.version) if cur else None)])
     _table(f"registered models (★ = {rcfg.alias})", ["model", *_COLUMNS], rows)

@@ -13,7 +13,9 @@ transformers' `Trainer` does the loop; peft adds LoRA for `train.method: lora` (
 the weights before saving, so evaluation and serving load every model the same way).
 
 - Device CUDA > MPS > CPU; `train.precision: auto` trains in bf16 autocast where the
-  hardware has bf16 (CUDA Ampere+, CPUs with AVX512-BF16/AMX: ~1.6x fp32 on this CPU).
+  hardware has native bf16 (CUDA Ampere+; CPUs with AVX512-BF16/AMX whose bf16 matmul measures
+  faster: ~1.6x fp32 on an AVX512-BF16 EPYC; `seqtune.pipeline.precision`). The run logs why
+  (param `precision_reason`, beside `bf16`).
 - Length-grouped batches (`train.group_by_length`) keep padding waste low.
 - Checkpoints every `train.save_steps` go to `data/checkpoints/<task>/` (not a DVC output,
   so they survive `dvc repro` removing outputs). A rerun resumes from the last one when it
@@ -42,7 +44,8 @@ from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flat
 from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
 from seqtune.pipeline.cards import base_model_card
 from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
-from seqtune.pipeline.generation import MODEL_CARD, native_bf16, pick_device
+from seqtune.pipeline.generation import MODEL_CARD, native_bf16, pick_device, precision_reason
+from seqtune.pipeline.precision import bf16_verdict
 from seqtune.pipeline.sft_data import Collator, EpochLengthGroupedSampler, answer_token_ids, encode_examples
 from seqtune.pipeline.train_callbacks import GenerationEval, MlflowLogger, SaveAfterEpochEval, epoch_records
 from seqtune.tasks import get_task
@@ -81,16 +84,18 @@ class _Trainer(Trainer):
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether to train in bf16 autocast: `auto` picks it where the hardware runs bf16
-    natively; `bf16` where it doesn't is an error (emulated bf16 is ~45x slower than fp32)."""
+    """Whether to train in bf16 autocast: `auto` picks it where bf16 is native by fact
+    (`generation.native_bf16`: CPU flags, then a measured matmul); `bf16` where it isn't is an
+    error (an emulated bf16 training step ran 66 vs 266 tokens/s fp32 on an AVX512 Xeon
+    without avx512_bf16)."""
     if precision == "fp32":
         return False
     ok = native_bf16(device)
     if precision == "bf16" and not ok:
         where = {"cuda": "an Ampere or newer GPU",
                  "cpu": f"a CPU with AVX512-BF16 or AMX (this one has {torch.backends.cpu.get_cpu_capability()})"}
-        raise ValueError(f"train.precision: bf16 needs {where.get(device.type, 'CUDA or a CPU with native bf16')}; "
-                         "without it bf16 is emulated and far slower than fp32: use auto or fp32")
+        raise ValueError(f"train.precision: bf16 needs {where.get(device.type, 'CUDA or a CPU with native bf16')} "
+                         f"({bf16_verdict(device).reason}): use auto or fp32")
     return ok
 
 
@@ -134,6 +139,19 @@ def read_dataset(task: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]
         if key not in stats:
             raise ValueError(f"{folder}/stats.json lacks {key!r}: rebuild it with `seqtune data {task}`")
     return stats, train, test
+
+
+def validation_set(task: str, test_df: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch validation examples: the dataset's validation split, kept apart from
+    test so that choosing a lever on the curves never touches the test split. A dataset
+    without one (molecules.val_fraction 0, as before 2026-12-07) falls back to the head of
+    the test split, as those runs did, with a warning."""
+    path = paths.dataset_dir(task) / "val.parquet"
+    val = pd.read_parquet(path) if path.exists() else None
+    if val is not None and len(val):
+        return val
+    log.warning("%s: no validation split (molecules.val_fraction 0): the per-epoch curves use the head of the test split", task)
+    return test_df
 
 
 def fingerprint(task: str, cfg: TrainConfig, stats: dict[str, Any], base: dict[str, Any]) -> str:
@@ -255,6 +273,8 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
     base = base_model_card(paths.BASE_MODEL)
     device = pick_device()
     bf16 = use_bf16(cfg.precision, device)
+    # Why: where auto chose fp32 on a CPU oneDNN calls bf16-capable, the run says so.
+    reason = precision_reason(cfg.precision, "bf16" if bf16 else "fp32", device)
     threads = set_threads(device)
 
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE_MODEL)
@@ -263,7 +283,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
         raise ValueError(f"all {len(train_df)} training examples are longer than train.max_length={cfg.max_length} tokens: raise it")
     if enc.dropped:
         log.warning("%d of %d training examples exceed train.max_length=%d tokens: dropped", enc.dropped, len(train_df), cfg.max_length)
-    val_df = test_df.head(cfg.val_size)
+    val_df = validation_set(task, test_df).head(cfg.val_size)
     val_enc = encode_examples(tokenizer, val_df.prompt.tolist(), val_df.completion.tolist(), cfg.max_length)
 
     ckpt_dir = paths.checkpoint_dir(task)
@@ -282,6 +302,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
                  "base_model.source": str(base.get("source")), "base_model.weights_sha256": str(base.get("weights_sha256")),
                  "base_model.params": str(base.get("params")),
                  "git_rev": git_rev(), "device": device.type, "bf16": str(bf16), "train_examples": str(len(enc.rows)),
+                 "precision_reason": reason,  # why bf16 is what it is (the verdict behind auto)
                  "dropped_too_long": str(enc.dropped)}
         client, run_id = open_run(p, task, run_id, extra)
         if resume:
@@ -319,7 +340,8 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     summary = {
         "task": task, "method": cfg.method, "base_model": base.get("name"), "format": stats["format"],
-        "device": device.type, "precision": "bf16" if bf16 else "fp32", "threads": threads, "world_size": args.world_size,
+        "device": device.type, "precision": "bf16" if bf16 else "fp32",
+        "precision_reason": reason, "threads": threads, "world_size": args.world_size,
         "train_examples": len(enc.rows), "dropped_too_long": enc.dropped, "val_examples": len(val_enc.rows),
         "epochs": cfg.epochs, "steps": trainer.state.global_step,
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,

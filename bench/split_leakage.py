@@ -1,0 +1,137 @@
+"""How near are test items to training? The fragment-level split vs the parent split, and the real molecules.
+
+    .venv/bin/python bench/split_leakage.py                      # make run's molecules (MOSES, BRICS 3-12)
+    .venv/bin/python bench/split_leakage.py --max-raw 3000       # quicker
+
+Builds the molecules table twice from the same records, as the molecules stage does
+(`molecules.split_level: fragment`, the split every run before 2026-12-07 used, and
+`parent`, the shipped one), plus the real-molecule bands (stage real_molecules), and prints
+for the first `--n-test` test items of each:
+  - the share whose source record also gave a train fragment (a parent or sibling in training);
+  - the nearest training molecule's Tanimoto (Morgan r=2, 2048 bits), mean and share >= 0.7.
+A model scored on near-analogues of what it learned looks better than it is on what a user
+brings: these numbers say how near each evaluation set sits. Writes the figures, the command,
+the CPU kind and the load to reports/bench/split_leakage.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+os.chdir(REPO)  # data/downloads: the fetched wheels are reused
+
+
+def cpu_kind() -> str:
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        return platform.processor() or "unknown"
+    if {"avx512_bf16"} & flags or {"amx_bf16"} & flags:
+        return "AVX512-BF16"
+    return "AVX512 without BF16" if "avx512f" in flags else "AVX2 only" if "avx2" in flags else "other"
+
+
+def nearest_train(test_fps, train_fps) -> list[float]:
+    from rdkit import DataStructs
+
+    return [max(DataStructs.BulkTanimotoSimilarity(fp, train_fps)) if train_fps else 0.0 for fp in test_fps]
+
+
+def fingerprints(smiles):
+    from rdkit import Chem
+    from rdkit.Chem import rdFingerprintGenerator
+
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    return [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in smiles]
+
+
+def summary(name: str, sims: list[float], sibling: float | None, n_train: int) -> dict:
+    out = {"set": name, "n": len(sims), "train_molecules": n_train,
+           "nearest_train_tanimoto_mean": round(sum(sims) / max(len(sims), 1), 3),
+           "share_nearest_ge_0.7": round(sum(s >= 0.7 for s in sims) / max(len(sims), 1), 3)}
+    if sibling is not None:
+        out["share_with_parent_or_sibling_in_train"] = round(sibling, 3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--max-raw", type=int, default=15000, help="MOSES records (make run reads 15,000)")
+    ap.add_argument("--max-heavy", type=int, default=12)
+    ap.add_argument("--n-test", type=int, default=500)
+    ap.add_argument("--out", default=str(REPO / "reports" / "bench" / "split_leakage.json"))
+    a = ap.parse_args()
+
+    import pandas as pd
+
+    from seqtune.config import MoleculesConfig, RealMoleculesConfig
+    from seqtune.pipeline import molecules, real_molecules
+    from seqtune.pipeline.molecule_sources import iter_smiles
+
+    t0 = time.perf_counter()
+    base = MoleculesConfig(source="moses", fragments="brics", max_raw=a.max_raw, max_heavy_atoms=a.max_heavy,
+                           val_fraction=0.05, workers=2)
+    raw = list(iter_smiles(base))
+    smiles, _, parents = molecules.candidates(raw, base.model_copy(update={"split_level": "parent"}))
+    rows = []
+    train_fps_by_level = {}
+    for level in ("fragment", "parent"):
+        cfg = base.model_copy(update={"split_level": level})
+        df, _ = molecules.build_table(smiles, cfg, parents if level == "parent" else None)
+        train = df[df.split == "train"]
+        test = df[df.split == "test"].head(a.n_test)
+        # Which source records gave each molecule: a test item whose record also gave a train item has a
+        # parent or a sibling in training.
+        std_of = {}
+        for smi in smiles:
+            st = molecules.standardise(smi, 1, 10**6)
+            if st.inchikey:
+                std_of.setdefault(st.inchikey, set()).update(parents.get(smi, ()))
+        train_records = set().union(*(std_of.get(k, set()) for k in train.inchikey))
+        sibling = sum(bool(std_of.get(k, set()) & train_records) for k in test.inchikey) / max(len(test), 1)
+        train_fps = fingerprints(train.smiles)
+        train_fps_by_level[level] = (train_fps, set(train.inchikey))
+        rows.append(summary(f"test, {level}-level split", nearest_train(fingerprints(test.smiles), train_fps), sibling,
+                            len(train)))
+        print(json.dumps(rows[-1]))
+    # The real molecules, against the parent split's train molecules (what make run now trains on).
+    train_fps, train_keys = train_fps_by_level["parent"]
+    rcfg = RealMoleculesConfig(per_band=100, workers=2)
+    real_rows, _ = real_molecules.read_rows(rcfg)
+    real, _ = real_molecules.select(real_rows, rcfg, train_keys)
+    for band, group in real.groupby("band", sort=False):
+        rows.append(summary(f"real molecules {band}", nearest_train(fingerprints(group.smiles), train_fps), None, len(train_fps)))
+        print(json.dumps(rows[-1]))
+    result = {
+        "bench": "split_leakage",
+        "command": " ".join(["bench/split_leakage.py", *sys.argv[1:]]),
+        "molecules": f"moses, BRICS fragments {base.min_heavy_atoms}-{a.max_heavy} heavy atoms, {a.max_raw} records",
+        "cpu": cpu_kind(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "rows": rows,
+    }
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,11 @@ Layout (BentoML >= 1.4, class-style):
 - `/healthz`, `/readyz` (BentoML's probes; ready once every model is loaded),
   `POST /metadata` (per task: model, MLflow version, base model, metrics, data hash) and
   `POST /stats` (batch-size counters: what the batcher actually did).
+- `GET /`: a page for chemists (service/web/: paste or upload inputs, answers with verified
+  badges and 2D depictions), calling the JSON API above from the same origin; its assets are
+  under `/ui/`, nothing loads from elsewhere. `POST /depict` draws structures for it:
+  `{"smiles": [...]}` or `{"names": [...]}` (read by OPSIN) -> one {input, smiles, svg, error}
+  each. BentoML's own API page, which `/` used to be, is at `/docs`.
 Models are BentoML models (`seqtune bento import`) referenced with `BentoModel`, so
 `bentoml build` packages them; nothing here imports MLflow. Settings come from params.yaml
 (`serve`, `tasks`, `register.model_prefix`): `$SEQTUNE_PARAMS`, else the params.yaml next to
@@ -35,10 +40,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+from starlette.applications import Starlette
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from seqtune.config import load_params
 from seqtune.serving.bento import HF_SUBDIR
+from seqtune.serving.depict import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, depict_items
 from seqtune.serving.predict import input_field, predict_items
 from seqtune.tasks import get_task
 
@@ -92,6 +102,36 @@ def _request_model(task: str) -> type[BaseModel]:
     return create_model(
         f"{task.capitalize()}Request", __config__=ConfigDict(extra="forbid"), **{field: (items, ...)}
     )
+
+
+_Item = Annotated[str, StringConstraints(max_length=SERVE.max_input_length)]
+_Items = Annotated[list[_Item], Field(min_length=1, max_length=SERVE.max_items)]
+
+
+class DepictRequest(BaseModel):
+    """`{"smiles": [...]}` or `{"names": [...]}` (read by OPSIN), the request limits of the
+    task endpoints, and an optional drawing size in pixels."""
+
+    model_config = ConfigDict(extra="forbid")
+    smiles: _Items | None = None
+    names: _Items | None = None
+    size: int = Field(DEFAULT_SIZE, ge=MIN_SIZE, le=MAX_SIZE)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DepictRequest:
+        if (self.smiles is None) == (self.names is None):
+            raise ValueError('send either "smiles" or "names", not both and not neither')
+        return self
+
+
+class Depiction(BaseModel):
+    """The drawing of one input."""
+
+    input: str
+    smiles: str | None = None
+    """RDKit canonical SMILES of what was drawn (for a name: OPSIN's reading of it)."""
+    svg: str | None = None
+    error: str | None = None
 
 
 def _endpoint(task: str):
@@ -261,6 +301,19 @@ class Seqtune:
             "serve": {**SERVE.model_dump(), "batching": BATCHING, "input_fields": {t: input_field(t) for t in TASKS}},
         }
 
+    @bentoml.api(route="/depict", input_spec=DepictRequest)
+    async def depict(self, smiles: list[str] | None = None, names: list[str] | None = None,
+                     size: int = DEFAULT_SIZE) -> list[Depiction]:
+        """2D drawings (RDKit SVG) of SMILES, or of the structures OPSIN reads from names."""
+        import anyio
+
+        kind, items = ("smiles", smiles) if smiles is not None else ("names", names)
+        # In a thread: drawing (and OPSIN) must not hold up the event loop, and not in the
+        # service's one model thread either (a drawing never waits for a model call).
+        results = await anyio.to_thread.run_sync(
+            lambda: depict_items(items, kind=kind, max_input_length=SERVE.max_input_length, size=size))
+        return [Depiction(**r) for r in results]
+
     @bentoml.api(route="/stats")
     async def stats(self) -> dict[str, Any]:
         """Batch sizes seen per task since start: `{size: number of model calls}`."""
@@ -323,5 +376,52 @@ Seqtune = bentoml.service(
     threads=1,
 )(Seqtune)
 Seqtune.add_asgi_middleware(
-    _RequestGuard, routes={f"/{t}" for t in TASKS} | {"/metadata", "/stats"}, max_body=MAX_BODY
+    _RequestGuard, routes={f"/{t}" for t in TASKS} | {"/metadata", "/stats", "/depict"}, max_body=MAX_BODY
 )
+
+
+# ---------------------------------------------------------------------------------------
+# the page: static files of service/web, served by the service itself (same origin, offline)
+
+WEB = Path(__file__).resolve().parent / "web"
+# Nothing but this origin: no CDN, no inline script; depictions are SVG images in data: URLs.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",  # revalidate (ETag): a new bento's page shows at once
+}
+
+
+async def _index(request) -> Response:
+    return FileResponse(WEB / "index.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+
+def _bentoml_docs_page() -> Path | None:
+    """The file BentoML serves at `/` (its OpenAPI UI) when nothing is mounted there."""
+    try:
+        import _bentoml_impl.server as impl
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        page = Path(impl.__file__).parent / ("main-ui.html" if BentoMLContainer.new_index else "main-openapi.html")
+    except Exception:  # noqa: BLE001 — a BentoML without it: no /docs, the rest still serves
+        return None
+    return page if page.is_file() else None
+
+
+async def _docs(request) -> Response:
+    page = _bentoml_docs_page()
+    if page is None:
+        return Response("BentoML's API page is not available in this version", status_code=404)
+    return FileResponse(page, media_type="text/html; charset=utf-8")
+
+
+# Mounted at `/`: BentoML mounts apps passively (only paths this app has a route for reach it)
+# and before its own index route, so `/` is the page and every API route stays BentoML's.
+PAGE_APP = Starlette(routes=[
+    Route("/", _index, methods=["GET", "HEAD"]),
+    Route("/docs", _docs, methods=["GET", "HEAD"]),
+    Mount("/ui", StaticFiles(directory=WEB), name="ui"),
+])
+Seqtune.mount_asgi_app(PAGE_APP, path="/", name="page")

@@ -103,28 +103,31 @@ def real_size_champion(base: Path, dst: Path, task: str) -> Path:
     return dst
 
 
-def import_champions(folders: dict[str, Path]) -> dict[str, Path]:
+def import_champions(folders: dict[str, Path], metrics: dict[str, dict] | None = None) -> dict[str, Path]:
     """Register `folders` (task -> model folder, every task) as champions in the current
     MLflow store and import them into the current BentoML home (call with
-    MLFLOW_TRACKING_URI, BENTOML_HOME and cwd set, e.g. inside `tiny_service_env`)."""
+    MLFLOW_TRACKING_URI, BENTOML_HOME and cwd set, e.g. inside `tiny_service_env`).
+    `metrics`: task -> evaluation metrics to register it with (default: primary metric 0)."""
     from seqtune.pipeline.registry import register_model
     from seqtune.tasks import get_task
 
     for task, folder in folders.items():
-        res = register_model(task, folder, {get_task(task).primary_metric: 0.0}, params=PARAMS)
+        scores = (metrics or {}).get(task) or {get_task(task).primary_metric: 0.0}
+        res = register_model(task, folder, scores, params=PARAMS)
         assert res.promoted, res
     done = seqtune_cli("bento", "import", "--params", str(PARAMS))
     assert done.returncode == 0, done.stderr
     return folders
 
 
-def import_tiny_champions(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None) -> dict[str, Path]:
+def import_tiny_champions(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None,
+                          metrics: dict[str, dict] | None = None) -> dict[str, Path]:
     """Register a tiny champion per task in `root`/mlflow.db and import them into
     `root`/bentoml (call with MLFLOW_TRACKING_URI, BENTOML_HOME and cwd pointing there).
-    Returns task -> the champion's model folder."""
+    Returns task -> the champion's model folder. `metrics`: as in `import_champions`."""
     from seqtune.tasks import TASK_NAMES
 
-    return import_champions({t: tiny_champion(tiny_model_dir, root / "models" / t, t) for t in TASK_NAMES})
+    return import_champions({t: tiny_champion(tiny_model_dir, root / "models" / t, t) for t in TASK_NAMES}, metrics)
 
 
 @contextmanager
@@ -145,13 +148,15 @@ def tiny_service_env(root: Path, empty_mlflow_db: Path | None = None) -> Iterato
 
 
 @contextmanager
-def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None) -> Iterator[Stack]:
+def running_service(root: Path, tiny_model_dir: Path, empty_mlflow_db: Path | None = None,
+                    metrics: dict[str, dict] | None = None) -> Iterator[Stack]:
     """Register tiny champions, import them, serve them; stop the server on exit.
-    `empty_mlflow_db`: a migrated empty store to copy (saves the schema migrations)."""
+    `empty_mlflow_db`: a migrated empty store to copy (saves the schema migrations);
+    `metrics`: task -> the evaluation metrics to register its champion with."""
     import bentoml
 
     with tiny_service_env(root, empty_mlflow_db) as (uri, home):
-        folders = import_tiny_champions(root, tiny_model_dir)
+        folders = import_tiny_champions(root, tiny_model_dir, metrics=metrics)
         port = free_port()
         with restored_logging():  # an in-process bentoml.serve reconfigures logging
             server = bentoml.serve(SERVICE, working_dir=str(REPO), host="127.0.0.1", port=port)

@@ -438,3 +438,20 @@ def test_committed_reports_keep_their_run_records(sweeps_file, report):
                  for i in range(len(sweeps.sweeps[name].points))
                  for p in [point_params(sweeps, name, i, raw)] for t in p.tasks]
         assert any(found), f"{sweeps_file}: sweep {name} no longer matches any run record ({report} shows results for it)"
+
+
+def test_real_molecule_bands_are_reported_in_size_order_with_their_error():
+    from seqtune.experiments.evidence import RunEvidence
+    from seqtune.experiments.report import Section, _real_block
+
+    row = {"metrics.eval.real.13-15.n": 40.0, "metrics.eval.real.13-15.structure_match": 0.1,
+           "metrics.eval.real.13-15.verified_rate": 0.05,
+           "metrics.eval.real.3-12.n": 50.0, "metrics.eval.real.3-12.structure_match": 0.5,
+           "metrics.eval.real.3-12.verified_rate": 0.4, "metrics.eval.structure_match": 0.7}
+    sec = Section("s", "f", [])
+    _real_block("smiles2iupac", RunEvidence("r" * 32, "smiles2iupac", row, []), sec)
+    table = [ln for ln in sec.lines if ln.startswith("| ") and ln[2].isdigit()]
+    assert table == ["| 3-12 | 50 | 0.500 ± 0.071 | 0.400 |", "| 13-15 | 40 | 0.100 ± 0.047 | 0.050 |"]
+    empty = Section("s", "f", [])
+    _real_block("smiles2iupac", RunEvidence("r" * 32, "smiles2iupac", {"metrics.eval.structure_match": 0.7}, []), empty)
+    assert empty.lines == []  # a run from before the real-molecule stage shows no table

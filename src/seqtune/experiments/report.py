@@ -23,7 +23,7 @@ from typing import Any
 from seqtune.config import DEFAULT_PARAMS, load_params, read_yaml
 from seqtune.experiments.evidence import RunEvidence, bound_se, change, load_evidence, mean, mean_se, paired, size_bins
 from seqtune.experiments.report_plots import Curve, Panel, draw, draw_curves
-from seqtune.experiments.run_records import RECORD_COLUMN, write_record
+from seqtune.experiments.run_records import RECORD_COLUMN, present, write_record
 from seqtune.experiments.runs import collect_runs, match_run, signature
 from seqtune.experiments.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params
 from seqtune.io import write_text
@@ -101,7 +101,37 @@ def _sweep_tasks(sweeps: SweepFile, name: str, raw: dict) -> list[str]:
     return tasks
 
 
+def real_band_rows(ev: RunEvidence, primary: str) -> list[tuple[str, int, float, float | None]]:
+    """(band, n, primary metric, verified share) per real-molecule band the run's evaluation
+    logged (`eval.real.<band>.*`, stage real_molecules), in size order; [] for runs before it."""
+    row = ev.row if ev.row is not None else {}
+    bands = sorted({c.split(".")[3] for c in row.keys() if str(c).startswith("metrics.eval.real.") and
+                    present(row.get(c))}, key=lambda b: int(b.split("-")[0]))
+    out = []
+    for b in bands:
+        n = ev.metric(f"eval.real.{b}.n")
+        value = ev.metric(f"eval.real.{b}.{primary}")
+        verified = ev.metric(f"eval.real.{b}.verified_rate")
+        out.append((b, int(n), value, None if verified != verified else verified))
+    return out
+
+
+def _real_block(task: str, ev: RunEvidence, sec: Section) -> None:
+    primary = get_task(task).primary_metric
+    rows = real_band_rows(ev, primary)
+    if not rows:
+        return
+    sec.lines += [f"On real molecules never trained on (stage real_molecules: {primary} by heavy-atom band, "
+                  f"same decoding; ± one standard error):", "",
+                  "| heavy atoms | n | " + primary + " | verified |", "|---|---|---|---|"]
+    for band, n, value, verified in rows:
+        se = (value * (1 - value) / n) ** 0.5 if n else float("nan")
+        sec.lines.append(f"| {band} | {n} | {fmt(value, se)} | {'–' if verified is None else fmt(verified)} |")
+    sec.lines.append("")
+
+
 def _baseline_block(task: str, ev: RunEvidence, sec: Section) -> None:
+    _real_block(task, ev, sec)
     metrics = metric_order(task, ev)
     sec.lines += ["| who | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     label = "fine-tuned" + (" (verified beams)" if GREEDY in ev.baselines else "")

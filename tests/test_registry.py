@@ -276,3 +276,13 @@ def test_cli_tables(params, make_model, capsys, monkeypatch):
     assert res.exit_code == 0 and int(registry.champion(TASK, params=params).version) == 2
     res = CliRunner().invoke(app, ["registry", "rollback", TASK, "--params", str(params)])
     assert res.exit_code == 0 and "rolled back to v1" in res.output
+
+
+def test_real_band_tag_lists_bands_in_size_order():
+    from seqtune.pipeline.registry import real_bands_tag
+
+    # metrics/TASK.json sorts keys as strings: "13-15" < "3-12" < "31-60".
+    metrics = {"real": {"13-15": {"n": 50, "structure_match": 0.06}, "3-12": {"n": 49, "structure_match": 0.02},
+                        "31-60": {"n": 50, "structure_match": 0.0}}}
+    assert real_bands_tag(metrics, "structure_match") == "3-12: 0.020 (n=49), 13-15: 0.060 (n=50), 31-60: 0.000 (n=50)"
+    assert real_bands_tag({"structure_match": 0.2}, "structure_match") is None

@@ -113,6 +113,15 @@ def _hba_lines(pg) -> list[list[str]]:
 SOCKET_ONLY = [("local", "trust"), ("host", "reject")]
 
 
+def _access_while_running(pg):
+    """`_access` of the started cluster, stopped again whatever happens."""
+    pg.start()
+    try:
+        return _access(pg)
+    finally:
+        pg.stop()
+
+
 def test_the_cluster_trusts_its_socket_only_from_its_own_files_in_a_folder_with_a_space(cluster_folder):
     from seqtune.tracking_server import Postgres
 
@@ -121,11 +130,7 @@ def test_the_cluster_trusts_its_socket_only_from_its_own_files_in_a_folder_with_
     # initdb's own file already refuses TCP: no host line that lets anyone in.
     host_lines = [line for line in _hba_lines(pg) if line[0].startswith("host")]
     assert host_lines and all(line[-1] == "reject" for line in host_lines), host_lines
-    pg.start()
-    try:
-        rules, settings = _access(pg)
-    finally:
-        pg.stop()
+    rules, settings = _access_while_running(pg)
     assert rules == SOCKET_ONLY
     # From the cluster's configuration files, not a command line: a bare `pg_ctl start` gets them too.
     assert settings["listen_addresses"] == ("", "configuration file", "seqtune.conf"), settings
@@ -142,11 +147,7 @@ def test_a_cluster_that_trusted_tcp_gets_the_policy_when_started(cluster_folder)
     # As `initdb --auth=trust` wrote it before: TCP from localhost trusted too.
     (pg.datadir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n"
                                             "host all all ::1/128 trust\n")
-    pg.start()
-    try:
-        rules, settings = _access(pg)
-    finally:
-        pg.stop()
+    rules, settings = _access_while_running(pg)
     assert rules == SOCKET_ONLY
     assert settings["listen_addresses"][0] == ""
     pg.configure()  # as the next start does: the include is not added again

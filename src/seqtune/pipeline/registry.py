@@ -127,9 +127,10 @@ _SCORE_TAGS = ("primary_metric", "primary_metric_value", "test_hash", "eval_hash
 
 def real_bands_tag(metrics: dict[str, Any], metric: str) -> str | None:
     """`metric` on the real molecules by band, compact for a tag and a table cell
-    ("3-12 0.125 (n=50), 13-15 ..."); None when the evaluation had no real molecules."""
+    ("3-12: 0.125 (n=50), 13-15: ...", bands in size order); None when the evaluation had no real molecules."""
     real = metrics.get("real") or {}
-    return ", ".join(f"{b} {v[metric]:.3f} (n={v['n']})" for b, v in real.items() if metric in v) or None
+    bands = sorted(real, key=lambda b: int(b.split("-")[0]))  # metrics/TASK.json sorts its keys as strings
+    return ", ".join(f"{b}: {real[b][metric]:.3f} (n={real[b]['n']})" for b in bands if metric in real[b]) or None
 
 
 def _already_registered(client, name: str, rcfg: RegisterConfig, mv, tags: dict[str, str]) -> RegisterResult:

@@ -9,7 +9,7 @@
 # into $BENTOML_HOME (`seqtune bento import`; `make image` does it).
 #
 # base: no base image can be pulled, so it is built from Debian's packages: a bookworm root file
-#   system (mmdebstrap, the machine's default mirror) with python3.11, the JRE that OPSIN needs,
+#   system (mmdebstrap, the machine's default mirror) with python3.11, the JRE that OPSIN needs, libXrender and libXext (RDKit's drawing, for /depict),
 #   uv, and the torch wheel that this machine's pip gives for the bento's pin (CPU here; set
 #   TORCH_WHEEL=path to choose) in /opt/wheels, where the bento's `uv pip install` finds it
 #   (UV_FIND_LINKS) instead of the multi-GB CUDA build. Imported with `podman import`.
@@ -60,7 +60,7 @@ with zipfile.ZipFile(whl) as z:
     (out / "uv").write_bytes(z.read(name))
 (out / "uv").chmod(0o755)
 EOF
-    mmdebstrap --variant=minbase --include=python3,ca-certificates,default-jre-headless \
+    mmdebstrap --variant=minbase --include=python3,ca-certificates,default-jre-headless,libxrender1,libxext6 \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         --customize-hook="mkdir -p \"\$1/opt/wheels\" && cp $dir/wheels/*.whl \"\$1/opt/wheels/\" && install -m 755 $dir/uv/uv \"\$1/usr/local/bin/uv\"" \

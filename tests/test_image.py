@@ -105,6 +105,9 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
         assert res[2]["valid"] is False and res[2]["error"], res
         # OPSIN runs on the image's JVM: `verified` is a bool (None would mean no Java).
         assert res[0]["valid"] is True and isinstance(res[0]["verified"], bool), res
+        # RDKit draws in the image too (its drawing library links X11's libXrender).
+        drawn = requests.post(f"{url}/depict", json={"smiles": ["CCO"]}, timeout=60)
+        assert drawn.status_code == 200 and drawn.json()[0]["svg"].lstrip().startswith("<?xml"), drawn.text[:500]
         print(f"run + requests {time.monotonic() - t1:.0f} s")
     finally:
         _sh("stop", env=env, timeout=120)

@@ -233,6 +233,16 @@ class ServeConfig(Section):
     (smiles2iupac: OPSIN parses the name back to the input), else the top beam; only where
     the task's check does not itself answer (`Task.verified_decoding`), else greedy."""
     num_beams: int = Field(4, ge=2)
+    max_batch_seconds: float = Field(120.0, gt=0)
+    """The longest one model call may take: `max_batch_size` items of `max_new_tokens` each
+    (x `num_beams` for verified decoding) on the slowest CPU you serve on. A request waits at
+    most `max_latency_ms` for a batch (then it is shed with 503 + Retry-After) and then one
+    call, so the service's request timeout is `max_latency_ms` + this: an admitted request is
+    never cut off by a 504 while its batch still runs (BentoML's implicit default was 60 s)."""
+
+    @property
+    def request_timeout_s(self) -> float:
+        return self.max_latency_ms / 1000 + self.max_batch_seconds
 
     @field_validator("decoding")
     @classmethod

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from rdkit import Chem
-from rdkit.Chem.Draw import rdMolDraw2D
 
 from seqtune.chem import canonical_smiles, mol_from_smiles, opsin_to_smiles, smiles_problem
 
@@ -29,6 +28,10 @@ MIN_SIZE, MAX_SIZE = 80, 800
 
 def depict_svg(mol: Chem.Mol, size: int = DEFAULT_SIZE) -> str:
     """An SVG drawing of `mol` (coordinates computed, stereo wedged and labelled)."""
+    # Imported here, not at module level: RDKit's drawing library links X11's libXrender, which
+    # a slim image may lack; the service must still start and answer names without it.
+    from rdkit.Chem.Draw import rdMolDraw2D
+
     drawer = rdMolDraw2D.MolDraw2DSVG(size, size)
     drawer.drawOptions().addStereoAnnotation = True  # R/S, E/Z: what a name spells out
     rdMolDraw2D.PrepareAndDrawMolecule(drawer, Chem.Mol(mol))

@@ -33,15 +33,13 @@ os.chdir(REPO)  # data/downloads: the fetched wheels are reused
 
 
 def cpu_kind() -> str:
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
+    """avx512_bf16 / AVX512 without BF16 / AVX2 only, from the flags the precision verdict reads."""
+    from seqtune.pipeline.precision import BF16_FLAGS, cpu_info
+
+    flags = cpu_info().flags
+    if flags is None:
         return platform.processor() or "unknown"
-    if {"avx512_bf16"} & flags or {"amx_bf16"} & flags:
+    if flags & set(BF16_FLAGS):
         return "AVX512-BF16"
     return "AVX512 without BF16" if "avx512f" in flags else "AVX2 only" if "avx2" in flags else "other"
 

@@ -58,6 +58,13 @@ class MoleculesConfig(Section):
     fragments: Literal["none", "brics"] = "none"
     """`brics`: replace each record by its BRICS fragments (capped with H) in the size range:
     many more small molecules from a corpus of large ones (seqtune.pipeline.fragments)."""
+    simple_organics: int = Field(0, ge=0)
+    """Add at most this many enumerated whole molecules of the functional-group classes
+    (seqtune.pipeline.simple_organics) in the size range to the source's: real small
+    molecules that BRICS fragments of drug-like molecules lack. 0: none (runs before
+    2026-12-07). Each is its own parent under `split_level: parent`."""
+    simple_organics_seed: int = 0
+    """Seed of that enumeration: another seed, other molecules."""
     max_record_chars: int = Field(2000, gt=0)
     """Longer records are dropped unread (`record_too_long`): RDKit took minutes on one
     10 MB line, and no molecule a name is learned for is that long."""

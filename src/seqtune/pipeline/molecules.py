@@ -127,8 +127,9 @@ def candidates(raw: list[str], cfg: MoleculesConfig) -> tuple[list[str], Counter
     if len(fits) < len(raw):  # before RDKit sees them: parsing one 10 MB line took minutes
         drops["record_too_long"] = len(raw) - len(fits)
         raw = fits
+    extra = _simple_organics(cfg)
     if cfg.fragments == "none":
-        return raw, drops, None
+        return list(dict.fromkeys(raw + extra)), drops, None
     from seqtune.pipeline.fragments import fragment_all
 
     parents: dict[str, list[str]] = {}
@@ -141,8 +142,23 @@ def candidates(raw: list[str], cfg: MoleculesConfig) -> tuple[list[str], Counter
             drops["no_fragment_in_range"] += 1
         for f in frags:
             parents.setdefault(f, []).append(parent)
+    for smi in extra:  # whole molecules: each is its own parent (after the fragments, which win a tie)
+        parents.setdefault(smi, []).append(smi)
     # Exact-string duplicates go here (cheap; dicts keep first-seen order); InChIKey dedupe after standardising.
     return list(parents), drops, (parents if by_parent(cfg) else None)
+
+
+def _simple_organics(cfg: MoleculesConfig) -> list[str]:
+    """`cfg.simple_organics` enumerated whole molecules in the size range (none when 0)."""
+    if not cfg.simple_organics:
+        return []
+    from seqtune.pipeline.simple_organics import enumerate_simple_organics
+
+    mols = enumerate_simple_organics(cfg.simple_organics, cfg.min_heavy_atoms, cfg.max_heavy_atoms,
+                                     seed=cfg.simple_organics_seed)
+    log.info("simple organics: %d enumerated molecules of %d-%d heavy atoms added", len(mols),
+             cfg.min_heavy_atoms, cfg.max_heavy_atoms)
+    return mols
 
 
 def main(*, params: Path = DEFAULT_PARAMS) -> dict:
@@ -173,6 +189,7 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict:
         "val_fraction": cfg.val_fraction,
         "read": records_read,
         "fragments": cfg.fragments,
+        "simple_organics": cfg.simple_organics,
         "candidates": len(raw),
         "kept": len(df),
         "dropped": dict(sorted(dropped.items())),

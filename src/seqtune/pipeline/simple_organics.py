@@ -61,11 +61,12 @@ def _attach(mol, atom_idx: int, sub):
 
     combo = Chem.RWMol(Chem.CombineMols(mol, sub))
     offset = mol.GetNumAtoms()
-    for idx in (atom_idx, offset):
-        atom = combo.GetAtomWithIdx(idx)
-        if atom.GetNumExplicitHs():  # [nH], [SiH]...: the new bond replaces the written H
-            atom.SetNumExplicitHs(atom.GetNumExplicitHs() - 1)
-        atom.SetNoImplicit(False)
+    site = combo.GetAtomWithIdx(atom_idx)
+    if site.GetNumExplicitHs():  # [nH], [SiH]...: the new bond replaces the written H
+        site.SetNumExplicitHs(site.GetNumExplicitHs() - 1)
+    # A bracketed attachment atom ([N+](=O)[O-], [Si](C)(C)C) is written one bond short: the
+    # parser reads that open valence as a radical, which the new bond fills.
+    combo.GetAtomWithIdx(offset).SetNumRadicalElectrons(0)
     combo.AddBond(atom_idx, offset, Chem.BondType.SINGLE)
     try:
         out = combo.GetMol()

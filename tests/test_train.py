@@ -215,7 +215,7 @@ def test_loss_falls_and_the_model_folder_follows_the_contract(project):
     card = json.loads((folder / "seqtune.json").read_text())
     answer_ids = card.pop("answer_token_ids")
     assert card == {"task": TASK, "format": "plain", "base_model": "tiny", "data_hash": stats["data_hash"],
-                    "test_hash": stats["test_hash"], "method": "full"}
+                    "test_hash": stats["test_hash"], "method": "full", "warm_start_from": None}
     # The answer vocabulary is every token of the training completions plus EOS, nothing of the prompts.
     from transformers import AutoTokenizer
 
@@ -262,6 +262,46 @@ def test_mlflow_run_holds_params_step_losses_and_epoch_metrics(project):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
     # Exactly one run: transformers' own MLflow integration stayed off.
     assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_warm_start_continues_the_registered_champion_and_records_its_lineage(project, params_file):
+    """base_model.name: models:/<name>@champion trains on from the champion's weights (its first
+    loss is where the cold run ended, not where it began) and MLflow records which version."""
+    from seqtune.pipeline.registry import register_model
+
+    cold = train.main(TASK, params=project())
+    metrics = {"primary_metric": "exact_match", "exact_match": 0.5, "test_hash": "t", "data_hash": "d",
+               "decoding": "greedy", "n": 4, "max_new_tokens": 6, "num_beams": 2}
+    reg = register_model(TASK, paths.model_dir(TASK), metrics, params=project())
+    name = f"seqtune-{TASK}"
+    warm_params = params_file({"base_model": {"name": f"models:/{name}@champion"}, "train": {**TOY, "epochs": 1}})
+    card = models.main(params=warm_params)
+    assert card["source"] == f"registry:{name}/{reg.version}"
+    assert card["parent"]["version"] == reg.version and card["parent"]["run_id"] == cold["run_id"]
+    assert card["parent"]["base_model"] == "tiny"
+    assert card["weights_sha256"] == models.weights_sha256(paths.model_dir(TASK))  # the champion's weights
+    assert not (paths.BASE_MODEL / "seqtune.json").exists()  # its own records stay behind
+    shutil.rmtree(paths.model_dir(TASK))
+    shutil.rmtree(paths.checkpoint_dir(TASK), ignore_errors=True)
+    warm = train.main(TASK, params=warm_params)
+    assert warm["first_loss"] < 0.5 * cold["first_loss"], (warm, cold)
+    params = _mlflow_client().get_run(warm["run_id"]).data.params
+    assert params["lineage.parent_model"] == name and params["lineage.parent_version"] == str(reg.version)
+    assert params["lineage.parent_run_id"] == cold["run_id"] and params["lineage.root_base_model"] == "tiny"
+    model_card = json.loads((paths.model_dir(TASK) / "seqtune.json").read_text())
+    assert model_card["warm_start_from"] == f"{name}/{reg.version}"
+
+
+@pytest.mark.parametrize("name, match", [
+    ("models:/seqtune-smiles2formula@nobody", "no such model version"),
+    ("models:/seqtune-smiles2formula/7", "no such model version"),
+    ("models:/seqtune-smiles2formula", "expected models:/"),
+    ("models:/@champion", "expected models:/"),
+])
+def test_a_warm_start_from_what_is_not_registered_says_what_to_do(tmp_path, monkeypatch, params_file, name, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((FileNotFoundError, ValueError), match=match):
+        models.main(params=params_file({"base_model": {"name": name}}))
 
 
 @pytest.mark.parametrize(("save_steps", "stop_at"), [(10, 13), (8, 13)], ids=["mid-epoch", "epoch-boundary"])

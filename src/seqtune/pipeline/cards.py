@@ -26,3 +26,19 @@ def base_model_card(folder: Path = paths.BASE_MODEL) -> dict[str, Any]:
     if not card.exists():
         raise FileNotFoundError(f"{folder} holds no resolved base model: run `seqtune base-model` (or `dvc repro base_model`) first")
     return json.loads(card.read_text())
+
+
+def lineage_tags(card: dict[str, Any]) -> dict[str, str]:
+    """MLflow params naming a warm start's parent (`lineage.*`), from a base model card; empty
+    for a base model that is not a registered seqtune model."""
+    parent = card.get("parent") or {}
+    if not parent:
+        return {}
+    return {"lineage.parent_model": str(parent.get("model")), "lineage.parent_version": str(parent.get("version")),
+            "lineage.parent_run_id": str(parent.get("run_id")), "lineage.root_base_model": str(parent.get("base_model"))}
+
+
+def warm_start_from(card: dict[str, Any]) -> str | None:
+    """`<registered model>/<version>` a warm start continued, None for a fresh base model."""
+    parent = card.get("parent") or {}
+    return f"{parent['model']}/{parent['version']}" if parent else None

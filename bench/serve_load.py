@@ -166,14 +166,14 @@ async def _level(url: str, task: str, field: str, concurrency: int, n: int, max_
 
 
 def _batch_sizes(url: str, task: str) -> dict[str, int]:
-    return httpx.post(f"{url}/stats", timeout=30).json()["tasks"][task]["batch_sizes"]
+    return httpx.post(f"{url}/stats", json={}, timeout=30).json()["tasks"][task]["batch_sizes"]
 
 
 def run_mode(label: str, params: Path, env: dict[str, str], args, work: Path) -> list[dict]:
     server = Server(params, env, work / f"serve-{label}.log")
     try:
         server.wait_ready(args.ready_timeout)
-        field = httpx.post(f"{server.url}/metadata", timeout=30).json()["serve"]["input_fields"][args.task]
+        field = httpx.get(f"{server.url}/metadata", timeout=30).json()["serve"]["input_fields"][args.task]
         # Warm-up: first calls pay for lazy initialisation, and BentoML's batcher spends its
         # first ~10 calls learning how long a call takes before it batches adaptively.
         asyncio.run(_level(server.url, args.task, field, 4, args.warmup, args.max_seconds))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/image.sh [build|base|run|stop] — the seqtune bento as a container image, without a Docker engine.
 #   scripts/image.sh            # = build (make image): base image (once), bento, bento image
-#   scripts/image.sh run        # run the image detached on 127.0.0.1:$PORT (default 3000), wait for /readyz
+#   scripts/image.sh run        # run the image detached on 127.0.0.1:$PORT (default 3000), wait for /readyz;
+#                               # needs SEQTUNE_API_TOKEN (the container listens on 0.0.0.0: docs/security.md)
 #   scripts/image.sh stop       # stop and remove the container
 #   scripts/image.sh base       # only the base image (kept once built; `podman rmi` it to rebuild)
 #
@@ -109,6 +110,9 @@ EOF
 }
 
 run() {
+    # The container binds 0.0.0.0 (below), beyond its loopback: the service refuses to start
+    # without an API token (docs/security.md). It reaches the container as an environment variable.
+    : "${SEQTUNE_API_TOKEN:?set SEQTUNE_API_TOKEN to the token clients must send (Authorization: Bearer ...)}"
     # Limits no higher than ours: podman's defaults (and --ulimit host) ask for more and are refused.
     local nofile nproc
     nofile=$(ulimit -Hn)
@@ -117,7 +121,7 @@ run() {
     podman --runtime "$OCI_RUNTIME" run -d --replace --name "$CONTAINER" \
         -p "127.0.0.1:$PORT:3000" \
         --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
-        -e OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
+        -e OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" -e SEQTUNE_API_TOKEN \
         "$IMAGE" --host 0.0.0.0  # params.yaml's serve.host (127.0.0.1) is the container's own loopback
     local t=0
     until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do

@@ -13,9 +13,13 @@ Layout (BentoML >= 1.4, class-style):
   validates per request *before* batching: a malformed request is a 400 and never reaches
   the batch. A bad item (unparsable SMILES) gets its own `error` and never fails the batch.
   `serve.max_batch_size: 1` turns batching off (a plain endpoint, one request per model call).
-- `/healthz`, `/readyz` (BentoML's probes; ready once every model is loaded),
-  `POST /metadata` (per task: model, MLflow version, base model, metrics, data hash) and
-  `POST /stats` (batch-size counters: what the batcher actually did).
+- `/livez`, `/healthz`, `/readyz` (BentoML's probes; ready once every model is loaded),
+  `GET` or `POST /metadata` (per task: model, MLflow version, base model, metrics, data hash)
+  and `POST /stats` (batch-size counters: what the batcher actually did).
+- Every request passes `seqtune.serving.guard.RequestGuard` (docs/security.md): a trusted Host
+  header (400), the bearer token when one is set (401; `SEQTUNE_API_TOKEN` or
+  `SEQTUNE_API_TOKEN_FILE`, required to bind beyond loopback), and on POST routes
+  `Content-Type: application/json` only (415) and a body cap (413). The probes stay open.
 - `GET /`: a page for chemists (service/web/: paste or upload inputs, answers with verified
   badges and 2D depictions), calling the JSON API above from the same origin; its assets are
   under `/ui/`, nothing loads from elsewhere. `POST /depict` draws structures for it:
@@ -29,7 +33,6 @@ this folder (the repository's, or the copy inside a bento).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -40,15 +43,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, create_model, model_validator
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from seqtune.config import load_params
+from seqtune.serving import security
 from seqtune.serving.bento import HF_SUBDIR
 from seqtune.serving.depict import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, depict_items
+from seqtune.serving.guard import RequestGuard
 from seqtune.serving.predict import input_field, predict_items
 from seqtune.tasks import get_task
 
@@ -60,13 +65,29 @@ PARAMS = load_params(PARAMS_PATH)
 SERVE = PARAMS.serve
 TASKS: list[str] = list(PARAMS.tasks)
 BATCHING = SERVE.max_batch_size > 1  # BentoML requires max_batch_size > 1 for a batchable API
-# Content-Types read as JSON: `curl -d` sends form-urlencoded unless told otherwise.
-_JSON_TYPES = {b"", b"application/json", b"text/plain", b"application/x-www-form-urlencoded"}
 # Largest sensible body: every item at full length, each character escaped (\uXXXX\uXXXX).
 MAX_BODY = SERVE.max_items * (SERVE.max_input_length * 12 + 8) + 4096
 # Seconds a client is told to wait after a 503: the batcher sheds a request once it has queued
 # serve.max_latency_ms, so by then the queue it met has been answered or shed too.
 RETRY_AFTER_S = math.ceil(SERVE.max_latency_ms / 1000)  # >= 1: max_latency_ms > 0
+
+
+def _auth_settings() -> tuple[str | None, str | None]:
+    """(token, bound host), checked here, at import: in the `bentoml serve` process that is
+    before anything binds, and `SystemExit` prints one line and exits (an exception in a
+    worker would be restarted forever). Each worker checks again against its real socket."""
+    try:
+        token = security.load_token()
+        host = security.bound_host(SERVE.host)
+        if host is not None:
+            security.check_bind(host, token)
+    except security.SecurityConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    return token, host
+
+
+TOKEN, BOUND_HOST = _auth_settings()
+TRUSTED_HOSTS = security.trusted_host_names([SERVE.host, BOUND_HOST], SERVE.trusted_hosts)
 
 
 class ItemResult(BaseModel):
@@ -153,66 +174,6 @@ def _endpoint(task: str):
     )(endpoint)
 
 
-class _RequestGuard:
-    """ASGI middleware on POST routes: JSON only (415 otherwise, and `curl -d`'s form type
-    is read as JSON), bodies larger than any valid request refused (413) before parsing, and
-    a `Retry-After` on every 503 (BentoML's batcher sheds requests that queued past
-    `serve.max_latency_ms` with a bare 503; clients that back off read this header)."""
-
-    def __init__(self, app, *, routes: set[str], max_body: int):
-        self.app, self.routes, self.max_body = app, routes, max_body
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
-            return await self.app(scope, receive, send)
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-        ctype = next((v for k, v in scope["headers"] if k.lower() == b"content-type"), b"")
-        if ctype.split(b";")[0].strip().lower() not in _JSON_TYPES:
-            return await _reply(send, 415, f"send JSON (Content-Type: application/json), not {ctype.decode('latin-1')!r}")
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body:
-                return await _reply(send, 413, f"request body over {self.max_body} bytes: send at most "
-                                               f"{SERVE.max_items} inputs of {SERVE.max_input_length} characters")
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
-        await self.app(scope, replay, _retry_after_on_503(send))
-
-
-def _retry_after_on_503(send):
-    """`send` with `Retry-After: RETRY_AFTER_S` added to a 503 response that lacks one."""
-
-    async def wrapped(message):
-        if message["type"] == "http.response.start" and message["status"] == 503:
-            headers = list(message.get("headers", []))
-            if not any(k.lower() == b"retry-after" for k, _ in headers):
-                headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
-            message = {**message, "headers": headers}
-        await send(message)
-
-    return wrapped
-
-
-async def _reply(send, status: int, message: str) -> None:
-    payload = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})
-
-
 class Seqtune:
     """Serves the champion of every task in params.yaml (models from the BentoML store)."""
 
@@ -221,6 +182,9 @@ class Seqtune:
 
         from seqtune.pipeline.generation import Generator
 
+        # Here, in the worker: BOUND_HOST is its real socket's address.
+        log.info("listening on %s: %s; trusted Host names %s", BOUND_HOST,
+                 "bearer token required" if TOKEN else "no token (loopback only)", sorted(TRUSTED_HOSTS))
         self.generators: dict[str, Generator] = {}
         self.info: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -295,7 +259,12 @@ class Seqtune:
 
     @bentoml.api(route="/metadata")
     async def metadata(self) -> dict[str, Any]:
-        """Per task: the served model, its MLflow version, base model, metrics and data hash."""
+        """Per task: the served model, its MLflow version, base model, metrics and data hash
+        (also `GET /metadata`)."""
+        return self.metadata_body()
+
+    def metadata_body(self) -> dict[str, Any]:
+        """What `/metadata` answers, to POST (the API method) and GET (the page app's route)."""
         return {
             "tasks": self.info,
             "serve": {**SERVE.model_dump(), "batching": BATCHING, "input_fields": {t: input_field(t) for t in TASKS}},
@@ -381,7 +350,13 @@ Seqtune = bentoml.service(
     traffic={"timeout": SERVE.request_timeout_s},
 )(Seqtune)
 Seqtune.add_asgi_middleware(
-    _RequestGuard, routes={f"/{t}" for t in TASKS} | {"/metadata", "/stats", "/depict"}, max_body=MAX_BODY
+    RequestGuard,
+    post_routes={f"/{t}" for t in TASKS} | {"/metadata", "/stats", "/depict"},
+    max_body=MAX_BODY,
+    too_large=f"send at most {SERVE.max_items} inputs of {SERVE.max_input_length} characters",
+    retry_after_s=RETRY_AFTER_S,
+    token=TOKEN,
+    trusted_hosts=TRUSTED_HOSTS,
 )
 
 
@@ -415,6 +390,17 @@ def _bentoml_docs_page() -> Path | None:
     return page if page.is_file() else None
 
 
+async def _metadata(request) -> Response:
+    # BentoML API routes take POST only; a GET reaches this page-app route instead (the API's
+    # POST route matches first, so POST never does). Same body: the same method builds it, and
+    # pydantic serializes it, as BentoML does the API's (NaN -> null, where json.dumps fails).
+    body = _METADATA_JSON.dump_json(bentoml.get_current_service().metadata_body())
+    return Response(body, media_type="application/json")
+
+
+_METADATA_JSON = TypeAdapter(dict[str, Any])
+
+
 async def _docs(request) -> Response:
     page = _bentoml_docs_page()
     if page is None:
@@ -427,6 +413,7 @@ async def _docs(request) -> Response:
 PAGE_APP = Starlette(routes=[
     Route("/", _index, methods=["GET", "HEAD"]),
     Route("/docs", _docs, methods=["GET", "HEAD"]),
+    Route("/metadata", _metadata, methods=["GET", "HEAD"]),
     Mount("/ui", StaticFiles(directory=WEB), name="ui"),
 ])
 Seqtune.mount_asgi_app(PAGE_APP, path="/", name="page")

@@ -143,6 +143,10 @@ def tiny_service_env(root: Path, empty_mlflow_db: Path | None = None) -> Iterato
         # One torch thread in the server, as in the tests: same numerics, no oversubscription.
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("SEQTUNE_PARAMS", str(PARAMS))  # every task (the service reads this file)
+        # No API token from the developer's shell: these servers are the token-less loopback
+        # default (tests/test_service_security.py hands its server one explicitly).
+        mp.delenv("SEQTUNE_API_TOKEN", raising=False)
+        mp.delenv("SEQTUNE_API_TOKEN_FILE", raising=False)
         mp.chdir(root)  # MLflow's artifact folder follows the working directory
         yield uri, home
 
@@ -225,10 +229,11 @@ def wait_ready(url: str, proc: subprocess.Popen) -> Counter:
 
 
 @contextmanager
-def serving(tmp_path, empty_mlflow_db, champions, serve: dict | None = None):
+def serving(tmp_path, empty_mlflow_db, champions, serve: dict | None = None, env: dict[str, str] | None = None):
     """(url, process, log, champion folders, what /readyz said before ready) of a running
     server of the champions `champions(root)` registers (task -> folder); `serve`: params.yaml
-    `serve` settings that differ from the tests' params file."""
+    `serve` settings that differ from the tests' params file; `env`: variables for the server
+    process only (e.g. its API token)."""
     from seqtune.tasks import TASK_NAMES
     from tests.conftest import shipped_params
 
@@ -236,7 +241,7 @@ def serving(tmp_path, empty_mlflow_db, champions, serve: dict | None = None):
         folders = champions(tmp_path)
         port = free_port()
         log = tmp_path / "server.log"
-        env = os.environ.copy()
+        env = {**os.environ, **(env or {})}
         if serve:
             path = tmp_path / "serve-params.yaml"
             path.write_text(yaml.safe_dump(shipped_params({"tasks": list(TASK_NAMES), "serve": serve}), sort_keys=False))

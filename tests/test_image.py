@@ -71,7 +71,9 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
         SEQTUNE_IMAGE_WORK=str(tmp_path / "work"),
         SEQTUNE_CONTAINER=f"seqtune-test-{os.getpid()}",
         PORT=str(port),
+        SEQTUNE_API_TOKEN="image-test-token",  # the container binds 0.0.0.0: the service requires one
     )
+    auth = {"Authorization": f"Bearer {env['SEQTUNE_API_TOKEN']}"}
     t0 = time.monotonic()
     built = _sh("build", env=env, timeout=1500)
     print(built.stdout[-800:], f"\nbuild {time.monotonic() - t0:.0f} s")
@@ -97,7 +99,8 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
         assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
         # The image serves the tasks of the params.yaml it carries (the shipped one: smiles2iupac).
         inputs = ["CCO", "c1ccccc1"]
-        res = requests.post(f"{url}/smiles2iupac", json={"smiles": [*inputs, "(("]}, timeout=300).json()
+        assert requests.post(f"{url}/smiles2iupac", json={"smiles": inputs}, timeout=60).status_code == 401
+        res = requests.post(f"{url}/smiles2iupac", json={"smiles": [*inputs, "(("]}, headers=auth, timeout=300).json()
         serve = load_params(REPO / "params.yaml").serve
         expected = [p.output for p in Generator.load(folders["smiles2iupac"], max_new_tokens=serve.max_new_tokens).predict(
             inputs, decoding=serve.decoding_for("smiles2iupac"), num_beams=serve.num_beams)]
@@ -106,7 +109,7 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
         # OPSIN runs on the image's JVM: `verified` is a bool (None would mean no Java).
         assert res[0]["valid"] is True and isinstance(res[0]["verified"], bool), res
         # RDKit draws in the image too (its drawing library links X11's libXrender).
-        drawn = requests.post(f"{url}/depict", json={"smiles": ["CCO"]}, timeout=60)
+        drawn = requests.post(f"{url}/depict", json={"smiles": ["CCO"]}, headers=auth, timeout=60)
         assert drawn.status_code == 200 and drawn.json()[0]["svg"].lstrip().startswith("<?xml"), drawn.text[:500]
         print(f"run + requests {time.monotonic() - t1:.0f} s")
     finally:

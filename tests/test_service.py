@@ -76,6 +76,31 @@ def test_predict_items_isolates_bad_items(tmp_path, tiny_model_dir):
     assert res[0]["verified"] is False and res[0]["error"] is None
 
 
+def test_verified_decoding_degrades_to_unverified_top_beams_when_opsin_fails(tmp_path, tiny_model_dir, monkeypatch):
+    """OPSIN down during verified decoding (fault injected where smiles2iupac calls it): every
+    item still gets its top beam, `verified` null, no error, after ONE beam search (not the
+    N + 1 of a failed batch retried item by item)."""
+    import seqtune.tasks.smiles2iupac as s2i
+    from seqtune.pipeline.generation import Generator
+    from seqtune.serving.predict import predict_items
+
+    gen = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "n", "smiles2iupac"), max_new_tokens=12)
+    items = ["CCO", "c1ccccc1", "CC(=O)O"]
+    top = [c[0] for c in gen.generate(items, num_beams=3, num_return_sequences=3)]
+    calls: list[int] = []
+    searched = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda sources, **kw: calls.append(len(sources)) or searched(sources, **kw))
+
+    def opsin_down(names):
+        raise RuntimeError("OPSIN returned exit code 1 (injected)")
+
+    monkeypatch.setattr(s2i, "opsin_canonical", opsin_down)
+    res = predict_items(gen, items, decoding="verified", num_beams=3)
+    assert calls == [3]  # one batched beam search, no retries
+    assert [r["output"] for r in res] == top
+    assert all(r["verified"] is None and r["error"] is None and r["valid"] for r in res)
+
+
 def test_predict_items_verified_decoding_and_generation_failures(tmp_path, tiny_model_dir, monkeypatch):
     from seqtune.pipeline.generation import Generator
     from seqtune.serving.predict import predict_items
@@ -194,7 +219,7 @@ def test_bad_items_get_their_own_error(stack):
 @SERVER_TIMEOUT
 def test_concurrent_requests_are_batched(stack):
     def stats() -> Counter:
-        s = requests.post(f"{stack.url}/stats", timeout=30).json()
+        s = requests.post(f"{stack.url}/stats", json={}, timeout=30).json()
         return Counter({int(k): v for k, v in s["tasks"]["smiles2formula"]["batch_sizes"].items()})
 
     inputs = ["C" * n for n in range(1, 25)] + ["c1ccccc1", "CCO", "CCN", "CC(=O)O"]
@@ -242,13 +267,37 @@ def test_malformed_requests_get_4xx(stack, body, status):
 @pytest.mark.slow
 @SERVER_TIMEOUT
 def test_content_types(stack):
-    # `curl -d` sends form-urlencoded: read as JSON. Anything else that is not JSON: 415.
+    # JSON only. text/plain, form-urlencoded and no Content-Type are what a page on any site
+    # may POST here without a CORS preflight: 415, like every other type (pickle included).
     body = json.dumps({"smiles": ["CCO"]})
-    r = requests.post(f"{stack.url}/smiles2formula", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=60)
-    assert r.status_code == 200 and r.json()[0]["valid"], r.text
-    for ctype in ("multipart/form-data; boundary=x", "application/vnd.bentoml+pickle", "image/png"):
+    for ctype in ("application/json", "application/json; charset=utf-8", "Application/JSON"):
         r = requests.post(f"{stack.url}/smiles2formula", data=body, headers={"Content-Type": ctype}, timeout=60)
-        assert r.status_code == 415, (ctype, r.status_code, r.text)
+        assert r.status_code == 200 and r.json()[0]["valid"], (ctype, r.text)
+    for ctype in (None, "text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded",
+                  "multipart/form-data; boundary=x", "application/vnd.bentoml+pickle", "image/png", "application/jsonx"):
+        headers = {"Content-Type": ctype} if ctype else {}  # None: requests sends no Content-Type for bytes
+        for route in ("smiles2formula", "metadata", "depict"):
+            r = requests.post(f"{stack.url}/{route}", data=body, headers=headers, timeout=60)
+            assert r.status_code == 415, (route, ctype, r.status_code, r.text)
+            assert r.json()["accepted"] == ["application/json"] and "application/json" in r.json()["error"], r.text
+
+
+@pytest.mark.slow
+@SERVER_TIMEOUT
+def test_untrusted_host_gets_400(stack):
+    # DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 reaches this
+    # port with `Host: evil.example`. Only this service's own names get through.
+    port = stack.url.rsplit(":", 1)[1]
+    body = {"smiles": ["CCO"]}
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "0.0.0.0"):
+        for method, route in (("post", "smiles2formula"), ("get", "metadata"), ("get", ""), ("get", "docs")):
+            r = getattr(requests, method)(f"{stack.url}/{route}", json=body, headers={"Host": host}, timeout=60)
+            assert r.status_code == 400 and "untrusted Host" in r.json()["error"], (host, route, r.status_code, r.text)
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "LOCALHOST", f"[::1]:{port}"):
+        r = _post(stack.url, "smiles2formula", body, headers={"Host": host})
+        assert r.status_code == 200 and r.json()[0]["valid"], (host, r.text)
+    for probe in ("livez", "readyz", "healthz"):  # orchestrators probe by pod IP: any Host
+        assert requests.get(f"{stack.url}/{probe}", headers={"Host": "10.1.2.3:3000"}, timeout=10).status_code == 200
 
 
 @pytest.mark.slow
@@ -256,9 +305,14 @@ def test_content_types(stack):
 def test_health_ready_metadata(stack):
     from seqtune.tasks import get_task
 
-    assert requests.get(f"{stack.url}/healthz", timeout=10).status_code == 200
-    assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200
-    meta = requests.post(f"{stack.url}/metadata", timeout=10).json()
+    for probe in ("livez", "healthz", "readyz"):
+        assert requests.get(f"{stack.url}/{probe}", timeout=10).status_code == 200, probe
+    posted = requests.post(f"{stack.url}/metadata", json={}, timeout=10)
+    got = requests.get(f"{stack.url}/metadata", timeout=10)  # GET too: it only reads
+    assert posted.status_code == got.status_code == 200, (posted.text, got.text)
+    assert got.headers["content-type"].startswith("application/json")
+    meta = posted.json()
+    assert got.json() == meta
     assert set(meta["tasks"]) == set(INPUTS)
     for task, info in meta["tasks"].items():
         assert info["model"] == f"seqtune-{task}" and info["version"] == "1"

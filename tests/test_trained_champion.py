@@ -89,7 +89,7 @@ def test_a_trained_champion_served_names_molecules_that_parse_back(tmp_path, tmp
     (tmp_path / "serve").mkdir()
     with serving(tmp_path / "serve", empty_mlflow_db, champions) as (url, *_):
         answers = requests.post(f"{url}/{TASK}", json={"smiles": MOLECULES}, timeout=600).json()
-        meta = requests.post(f"{url}/metadata", timeout=30).json()
+        meta = requests.get(f"{url}/metadata", timeout=30).json()
     assert meta["tasks"][TASK]["decoding"] == "verified"
     # It decodes with the LM head over the tokens its training answers used (the card records them).
     card = json.loads((trained / "seqtune.json").read_text())

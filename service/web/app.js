@@ -2,6 +2,8 @@
 //   POST /metadata          tasks, champions, limits (serve.max_items, serve.max_input_length)
 //   POST /<task>            {"smiles"|"names": [...]} -> one result per input
 //   POST /depict            {"smiles"|"names": [...]} -> one RDKit SVG (or error) per input
+// A service started with a token (SEQTUNE_API_TOKEN) answers 401 without it: the page then asks
+// for it and sends it as `Authorization: Bearer` (kept in sessionStorage: this tab only).
 // No framework, no CDN; user text only ever goes into textContent, SVG only into <img> (data: URL).
 "use strict";
 
@@ -40,8 +42,10 @@
     form: $("form"), task: $("task"), taskHelp: $("task-help"), inputs: $("inputs"), inputsLabel: $("inputs-label"),
     submit: $("submit"), examples: $("examples"), csvFile: $("csv-file"), download: $("download"),
     copyAll: $("copy-all"), limits: $("limits"), status: $("status"), champion: $("champion"), results: $("results"),
+    tokenForm: $("token-form"), token: $("token"),
   };
-  const state = { meta: null, busy: false, last: null };
+  const TOKEN_KEY = "seqtune-api-token";
+  const state = { meta: null, busy: false, last: null, token: "" };
 
   // ------------------------------------------------------------------ helpers
 
@@ -65,14 +69,44 @@
 
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+  // ------------------------------------------------------------------ the token (only when the service has one)
+
+  class AuthError extends Error {}
+
+  const storedToken = () => { try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; } };
+
+  // Show the token field and resolve with what the user enters (stored for this tab).
+  function askToken(message) {
+    els.tokenForm.hidden = false;
+    setStatus(message, "error");
+    els.token.focus();
+    return new Promise((resolve) => {
+      els.tokenForm.addEventListener("submit", function onSubmit(event) {
+        event.preventDefault();
+        const token = els.token.value.trim();
+        if (!token) return;
+        try { sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* storage off: this page load only */ }
+        state.token = token;
+        els.token.value = "";
+        els.tokenForm.hidden = true;
+        els.tokenForm.removeEventListener("submit", onSubmit);
+        setStatus("");
+        resolve(token);
+      });
+    });
+  }
+
   // POST JSON; a 503 (the batcher shed the request) is retried after its Retry-After, twice.
+  // A 401 throws AuthError: the caller asks for the token.
   async function postJSON(path, body) {
     for (let attempt = 0; ; attempt++) {
-      const resp = await fetch(path, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify(body),
-      });
+      const headers = { "Content-Type": "application/json", Accept: "application/json" };
+      if (state.token) headers.Authorization = `Bearer ${state.token}`;
+      const resp = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+      if (resp.status === 401) {
+        throw new AuthError(state.token ? "The service refused this API token: enter the right one."
+          : "This service needs its API token: enter it above.");
+      }
       if (resp.status === 503 && attempt < 2) {
         const wait = Math.min(30, Number(resp.headers.get("Retry-After")) || 1);
         setStatus(`The service is busy: retrying in ${wait} s…`, "warn");
@@ -158,6 +192,7 @@
         state.meta = await postJSON("/metadata", {});
         break;
       } catch (e) {
+        if (e instanceof AuthError) { await askToken(e.message); continue; }
         setStatus(`Waiting for the service (${e.message})…`, "warn");
         await sleep(2000);
       }
@@ -344,7 +379,8 @@
       els.download.disabled = false;
       els.copyAll.disabled = false;
     } catch (e) {
-      setStatus(e.message, "error");
+      if (e instanceof AuthError) askToken(e.message); // the next Run sends the new token
+      else setStatus(e.message, "error");
     } finally {
       state.busy = false;
       els.submit.disabled = false;
@@ -390,5 +426,6 @@
   els.download.addEventListener("click", download);
   els.copyAll.addEventListener("click", copyAll);
   window.seqtunePage = { parseCSV, toCSV, csvInputs }; // for the browser tests
+  state.token = storedToken();
   loadMetadata();
 })();

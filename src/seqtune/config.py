@@ -39,30 +39,30 @@ class MoleculesConfig(Section):
     """`file`: a .smi/.csv path. `pubchem`: a local CID-SMILES file (downloaded when null)."""
     smiles_column: str = "SMILES"
     """Column holding SMILES in a .csv file."""
-    max_raw: int = Field(30000, gt=0)
+    max_raw: int = Field(15000, gt=0)
     """Read at most this many raw records, in file order."""
     min_heavy_atoms: int = Field(3, ge=1)
-    max_heavy_atoms: int = Field(24, ge=1)
+    max_heavy_atoms: int = Field(12, ge=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of the hash space that is test; a molecule's split never depends on sizes."""
-    val_fraction: float = Field(0.0, ge=0, lt=1)
+    val_fraction: float = Field(0.05, ge=0, lt=1)
     """Share of the hash space after the test share that is validation: the per-epoch curves
     and lever decisions use it, so the test split is scored once per reported run. 0: no
-    validation split (runs before 2026-12-07: validation was the head of the test split)."""
-    split_level: Literal["fragment", "parent"] = "fragment"
-    """With `fragments: brics`, what the hash splits. `fragment`: each fragment by its own key
-    (runs before 2026-12-07), so siblings and sub-fragments of one parent land on both sides
+    validation split (validation is then the head of the test split)."""
+    split_level: Literal["fragment", "parent"] = "parent"
+    """With `fragments: brics`, what the hash splits. `fragment`: each fragment by its own key,
+    so siblings and sub-fragments of one parent land on both sides
     and the test split measures near-analogues. `parent`: each source record by its own key,
     its fragments following it; a fragment that also comes from a train parent is train."""
     split_by: Literal["inchikey", "scaffold"] = "inchikey"
-    fragments: Literal["none", "brics"] = "none"
+    fragments: Literal["none", "brics"] = "brics"
     """`brics`: replace each record by its BRICS fragments (capped with H) in the size range:
     many more small molecules from a corpus of large ones (seqtune.pipeline.fragments)."""
     simple_organics: int = Field(0, ge=0)
     """Add at most this many enumerated whole molecules of the functional-group classes
     (seqtune.pipeline.simple_organics) in the size range to the source's: real small
-    molecules that BRICS fragments of drug-like molecules lack. 0: none (runs before
-    2026-12-07). Each is its own parent under `split_level: parent`."""
+    molecules that BRICS fragments of drug-like molecules lack. 0: none. Each is its own
+    parent under `split_level: parent`."""
     simple_organics_seed: int = 0
     """Seed of that enumeration: another seed, other molecules."""
     max_record_chars: int = Field(2000, gt=0)
@@ -115,14 +115,14 @@ class RealMoleculesConfig(Section):
 
 
 class DataConfig(Section):
-    n_train: int = Field(1000, gt=0)
+    n_train: int = Field(6000, gt=0)
     """Train molecules per task: a prefix in hash order, so growing it only adds (one example
     each, or `smiles_variants` for a SMILES-input task)."""
     n_test: int = Field(1000, gt=0)
     """Test examples per task; the same set for every n_train."""
     n_val: int = Field(200, ge=0)
     """Validation examples per task (from the molecules stage's validation split, when it has one)."""
-    format: Literal["plain", "instruction", "chat", "atoms"] = "instruction"
+    format: Literal["plain", "instruction", "chat", "atoms"] = "plain"
     sample: Literal["hash", "size_balanced"] = "hash"
     """Which train molecules: `hash`, the first in hash order (the source's own size mix);
     `size_balanced`, round-robin over heavy-atom counts, so every size gets an equal share
@@ -139,7 +139,8 @@ class DataConfig(Section):
 
 class BaseModelConfig(Section):
     name: str = "smollm2-135m"
-    """`smollm2-135m`, `gemma3-270m`, `tiny`, or any Hugging Face id or local path."""
+    """`smollm2-135m`, `gemma3-270m`, `tiny`, any Hugging Face id or local path, or a
+    registered model to warm-start from: `models:/<name>/<version>` or `models:/<name>@<alias>`."""
 
 
 class LoraConfig(Section):
@@ -153,12 +154,12 @@ class LoraConfig(Section):
 
 class TrainConfig(Section):
     method: Literal["full", "lora"] = "full"
-    epochs: float = Field(1, gt=0)
+    epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(5e-4, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(32, gt=0)
     grad_accum: int = Field(1, gt=0)
     max_length: int = Field(128, gt=8)
     seed: int = 0
@@ -178,8 +179,8 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     n_eval: int = Field(200, gt=0)
     batch_size: int = Field(32, gt=0)
-    max_new_tokens: int = Field(96, gt=0)
-    decoding: Literal["greedy", "beam", "verified"] = "greedy"
+    max_new_tokens: int = Field(48, gt=0)
+    decoding: Literal["greedy", "beam", "verified"] = "verified"
     num_beams: int = Field(4, ge=1)
     zero_shot_baseline: bool = True
     precision: Literal["auto", "bf16", "autocast", "fp32"] = "auto"
@@ -223,7 +224,7 @@ class ServeConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(3000, gt=0, lt=65536)
     max_batch_size: int = Field(32, gt=0)
-    max_latency_ms: int = Field(10000, gt=0)
+    max_latency_ms: int = Field(30000, gt=0)
     max_items: int = Field(64, gt=0)
     max_input_length: int = Field(300, gt=0)
     precision: Literal["auto", "bf16", "autocast", "fp32"] = "auto"
@@ -234,7 +235,7 @@ class ServeConfig(Section):
     max_new_tokens: int = Field(48, gt=0)
     """Generated tokens per answer at most: an answer still going then is cut there (a model
     that never emits EOS costs exactly this much per item, so it bounds every request)."""
-    decoding: Literal["greedy", "verified"] | dict[str, Literal["greedy", "verified"]] = "greedy"
+    decoding: Literal["greedy", "verified"] | dict[str, Literal["greedy", "verified"]] = "verified"
     """One decoding for every task, or one per task (`{smiles2iupac: verified}`; a task not
     named decodes greedily). `verified`: the first of `num_beams` beams the task proves right
     (smiles2iupac: OPSIN parses the name back to the input), else the top beam; only where
@@ -246,6 +247,34 @@ class ServeConfig(Section):
     most `max_latency_ms` for a batch (then it is shed with 503 + Retry-After) and then one
     call, so the service's request timeout is `max_latency_ms` + this: an admitted request is
     never cut off by a 504 while its batch still runs (BentoML's implicit default was 60 s)."""
+    trusted_hosts: list[str] = Field(default_factory=list)
+    """Host names (or IP addresses) clients may reach the service by, beyond the ones always
+    trusted: localhost, 127.0.0.1, ::1 and the bound host itself. Any other `Host` header gets
+    a 400 (a DNS-rebinding page reaches a loopback service under its own domain). Names only,
+    no ports (any port is accepted); `"*"` accepts every Host (the check off). A service behind
+    a proxy or reached by a DNS name lists that name here."""
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for raw in v:
+            name = raw.strip().lower()
+            bare = name.strip("[]")
+            if name == "*":
+                out.append(name)
+                continue
+            if not bare or any(c.isspace() or c in "/@\\" for c in bare):
+                raise ValueError(f"{raw!r}: give a host name or IP address (or \"*\"), no scheme or path")
+            if ":" in bare:
+                try:
+                    ipaddress.IPv6Address(bare)
+                except ValueError:
+                    raise ValueError(f"{raw!r}: give the name without a port (any port is accepted)") from None
+            out.append(bare)
+        return out
 
     @property
     def request_timeout_s(self) -> float:
@@ -281,7 +310,7 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 
 
 class Params(Section):
-    tasks: list[str] = Field(default_factory=lambda: list(TASK_NAMES))
+    tasks: list[str] = Field(default_factory=lambda: ["smiles2iupac"])
     molecules: MoleculesConfig = Field(default_factory=MoleculesConfig)
     real_molecules: RealMoleculesConfig = Field(default_factory=RealMoleculesConfig)
     data: DataConfig = Field(default_factory=DataConfig)

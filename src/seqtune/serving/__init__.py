@@ -3,6 +3,7 @@
     seqtune bento import       seqtune predict TASK INPUT...
 
 `bento` copies each task's MLflow champion into the BentoML store that service/ serves;
-`predict` is the shared request handling (in-process or over HTTP). May import the pipeline
+`predict` is the shared request handling (in-process or over HTTP); `security` and `guard`
+decide and enforce who may call the service (docs/security.md). May import the pipeline
 (generation, registry), which never imports this package. See ARCHITECTURE.md.
 """

@@ -119,11 +119,19 @@ def predict_items(
 def _remote(task: str, inputs: list[str], url: str, timeout: float) -> list[dict[str, Any]]:
     import requests
 
+    from seqtune.serving.security import TOKEN_ENV, TOKEN_FILE_ENV, load_token
+
     endpoint = url.rstrip("/") + f"/{task}"
+    # The service's own variables: whoever started it with a token has it in the environment.
+    token = load_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        resp = requests.post(endpoint, json={input_field(task): inputs}, timeout=timeout)
+        resp = requests.post(endpoint, json={input_field(task): inputs}, headers=headers, timeout=timeout)
     except requests.RequestException as e:
         raise RuntimeError(f"no answer from {endpoint}: {e}\nStart the service with `make serve` (or check --url).") from e
+    if resp.status_code == 401:
+        raise ValueError(f"{endpoint} needs its API token: set {TOKEN_ENV} (or {TOKEN_FILE_ENV}) to it"
+                         + (" (the one set was refused)" if token else ""))
     if resp.status_code == 404:
         raise ValueError(f"{url} has no /{task} endpoint; is it a seqtune service serving {task}?")
     if resp.status_code == 503:  # shed by the batcher: busy, not wrong; the service says when to retry

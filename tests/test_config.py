@@ -27,6 +27,17 @@ def test_shipped_params_sets_every_field_explicitly():
         assert not missing, f"params.yaml section {name} lacks {sorted(missing)}"
 
 
+def test_code_defaults_are_params_yaml():
+    """One source of every default: a section params.yaml leaves out runs as params.yaml says.
+    (What runs from before a key ran with is seqtune.experiments.runs.BEFORE_KEY, not this.)"""
+    from seqtune.config import flatten
+
+    code = flatten(Params().model_dump())
+    shipped = flatten(load_params(REPO / "params.yaml").model_dump())
+    differ = {k: (code.get(k), shipped.get(k)) for k in code.keys() | shipped.keys() if code.get(k) != shipped.get(k)}
+    assert not differ, f"code default vs params.yaml: {differ}"
+
+
 @pytest.mark.parametrize(
     ("raw", "needle"),
     [

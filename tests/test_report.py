@@ -392,13 +392,13 @@ def test_a_run_older_than_a_key_matches_that_keys_default_only():
     from seqtune.config import Params
     from seqtune.experiments.runs import match_run, signature
 
-    p = Params(tasks=["smiles2formula"])
+    p = Params(tasks=["smiles2formula"], evaluate={"decoding": "greedy"})  # as smiles2formula decodes
     sig = signature(p)
     row = {**sig, "tags.seqtune.task": "smiles2formula", "metrics.eval.exact_match": 0.25}
     del row["params.molecules.max_record_chars"]
     runs = pd.DataFrame([row])
     assert match_run(runs, sig, "smiles2formula") is not None
-    other = signature(Params(tasks=["smiles2formula"], molecules={"max_record_chars": 500}))
+    other = signature(Params(tasks=["smiles2formula"], evaluate={"decoding": "greedy"}, molecules={"max_record_chars": 500}))
     assert match_run(runs, other, "smiles2formula") is None
     # a key the run did log still decides: another learning rate is another run
     lr = signature(Params(tasks=["smiles2formula"], train={"learning_rate": 1e-4}))

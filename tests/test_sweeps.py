@@ -231,3 +231,21 @@ def test_cost_counts_each_point_on_its_own_sample(tmp_path, monkeypatch, params_
     assert row["source[0]"].startswith("not measured (no sample: file missing.smi: ")
     text = "\n".join(notes(list(est.values())))
     assert "*s1*:" in text and "rdkit-samples" in text and "*s2*" not in text  # one sample, described once
+
+
+def test_every_key_a_committed_run_lacks_has_a_dated_pre_key_value():
+    """A run record from before a key existed matches only through runs.BEFORE_KEY: a new
+    result-changing key without an entry would silently unmatch (or mismatch) old runs."""
+    import json
+    import re
+
+    from seqtune.config import load_params
+    from seqtune.experiments.runs import BEFORE_KEY, signature
+
+    cols = [c for c in signature(load_params(REPO / "params.yaml")) if c.startswith("params.")]
+    records = [json.loads(f.read_text()) for f in sorted((REPO / "reports" / "runs").glob("*.json"))]
+    assert records
+    lacking = {c[len("params."):] for r in records for c in cols if r["row"].get(c) in (None, "")}
+    assert lacking <= BEFORE_KEY.keys(), f"keys old runs lack with no BEFORE_KEY entry: {sorted(lacking - BEFORE_KEY.keys())}"
+    for key, (day, value) in BEFORE_KEY.items():
+        assert re.fullmatch(r"2026-\d\d-\d\d", day) and isinstance(value, str), key

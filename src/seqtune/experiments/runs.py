@@ -8,9 +8,9 @@ and train sections as the training logged them (params), and the evaluation sett
 evaluation tagged them. Matching on the overrides alone is not enough: a run that differs in
 a key the point does not mention (another format, say) would be taken for it. Bookkeeping
 keys (worker counts, logging and checkpoint intervals) never decide a match. A key a run did
-not log because its code predates the key (`molecules.max_record_chars`, say, for a run
-record committed before it existed) counts as that key's default: a new key's default keeps
-the behaviour that came before it, so the old run matches a point at the default only.
+not log because its code predates the key counts as the value every run before the key ran
+with, from the dated table `BEFORE_KEY`; never from the code's defaults, which follow
+params.yaml and move with it. A key missing from a run and from the table matches nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +29,25 @@ BOOKKEEPING = frozenset({"molecules.workers", "data.workers", "data.chunk_size",
 """Keys that cannot change a result."""
 
 
+BEFORE_KEY: dict[str, tuple[str, str]] = {
+    # key: (the day it appeared, the value every run before then ran with, as logged)
+    "molecules.fragments": ("2026-12-02", "none"),
+    # before it, the LM head ran on every position: the same loss and gradients, more compute
+    "train.completion_only_logits": ("2026-12-02", "True"),
+    "molecules.max_record_chars": ("2026-12-03", "2000"),  # no record read then was longer
+    "data.sample": ("2026-12-03", "hash"),
+    "data.smiles_variants": ("2026-12-04", "1"),
+    "molecules.split_level": ("2026-12-07", "fragment"),
+    "molecules.val_fraction": ("2026-12-07", "0.0"),
+    # no validation split then, so the count of its examples changed nothing
+    "data.n_val": ("2026-12-07", "200"),
+    "molecules.simple_organics": ("2026-12-07", "0"),
+    "molecules.simple_organics_seed": ("2026-12-07", "0"),
+}
+"""What a run whose code predates a key ran as. A new result-changing key needs an entry here
+(tests/test_sweeps.py checks every committed run record against it)."""
+
+
 def signature(p: Params) -> dict[str, str]:
     """The columns (and values) that a run of configuration `p` has in `collect_runs()`."""
     logged = flatten({s: getattr(p, s).model_dump() for s in MATCH_SECTIONS})
@@ -38,8 +57,8 @@ def signature(p: Params) -> dict[str, str]:
 
 
 def _key_defaults() -> dict[str, str]:
-    """`signature` of the defaults: what a run whose code lacked a key ran as."""
-    return {col: v for col, v in signature(Params()).items() if col.startswith("params.")}
+    """`BEFORE_KEY` as signature columns: what a run whose code lacked a key ran as."""
+    return {f"params.{k}": v for k, (_, v) in BEFORE_KEY.items()}
 
 
 def _same(row, col: str, value: str, defaults: dict[str, str]) -> bool:

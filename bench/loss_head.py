@@ -14,7 +14,7 @@ batch (equal up to bf16 rounding), and the load average.
 The third, `answer vocab`: completion-only logits over only the tokens of the batches'
 completions + EOS (softmax over that set; generation's `AnswerHead` decodes from the same set).
 It changes the loss, so it is measured to say whether it would pay, and training does not use
-it (see the README's bench table).
+it (see docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def test_hostile_inputs_never_raise(generators, task, items):
 
 
 def test_report_cases_tried():
-    """Runs after the property test (file order): the count the README quotes."""
+    """Runs after the property test (file order): the count docs/testing.md quotes."""
     if not CASES["batches"]:
         pytest.skip("selected without the property test: nothing was counted")
     print(f"\ninput fuzz: {CASES['batches']} batches, {CASES['items']} items tried, 0 exceptions")

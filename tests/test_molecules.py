@@ -192,7 +192,7 @@ def test_parent_scaffold_split_keeps_a_parent_scaffold_on_one_side():
 
     records = _fragment_family_records()
     cfg = MoleculesConfig(fragments="brics", split_level="parent", split_by="scaffold", test_fraction=0.5,
-                          min_heavy_atoms=3, max_heavy_atoms=15, workers=1)
+                          val_fraction=0.0, min_heavy_atoms=3, max_heavy_atoms=15, workers=1)
     smiles, _, parents = molecules.candidates(records, cfg)
     df, _ = molecules.build_table(smiles, cfg, parents)
     # A molecule that is a whole record (in range) sits where its scaffold's parents sit.

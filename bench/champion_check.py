@@ -22,12 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import REPO, Server, _cli, _load  # noqa: E402  (bench/ is not a package)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import REPO, Server, load_average, seqtune_cli  # noqa: E402
 from known_molecules import KNOWN  # noqa: E402
 
 
@@ -60,7 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         params = Path(tmp) / "params.yaml"
         params.write_text(yaml.safe_dump(raw, sort_keys=False))
-        _cli("bento", "import", "--params", str(params), env=env)
+        seqtune_cli("bento", "import", "--params", str(params), env=env)
         server = Server(params, env, Path(tmp) / "server.log")
         try:
             server.wait_ready(a.ready_timeout)
@@ -85,7 +88,7 @@ def main() -> None:
     info = meta.get("tasks", {}).get(a.task, {})  # what the service itself says it serves
     head = f"{info['answer_vocab']} answer tokens" if info.get("answer_vocab") else "full vocabulary"
     print(f"# {a.task} champion: v{info.get('version', '?')}, decoding {info.get('decoding', '?')}, LM head over {head}; "
-          f"{_load()}")
+          f"{load_average()}")
     print(f"| molecule | SMILES | answer | right structure | service verified | in training |")
     print("|---|---|---|---|---|---|")
     for (name, smi), r, good in zip(KNOWN, results, ok):

@@ -32,28 +32,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import REPO, answer_token_ids, molecules  # noqa: E402
+
 sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "bench"))
-
-
-def answer_token_ids(model_dir: Path, tokenizer, train: Path | None = None) -> tuple[list[int], str]:
-    """The model's answer vocabulary and where it came from: its seqtune.json, or for a model
-    trained before cards recorded it, the tokens of `train`'s completions + EOS, computed as
-    training computes them (`sft_data.answer_token_ids`)."""
-    import json
-
-    import pandas as pd
-
-    from seqtune.pipeline.sft_data import answer_token_ids as from_rows, encode_batch
-
-    card = json.loads((model_dir / "seqtune.json").read_text())
-    if card.get("answer_token_ids"):
-        return card["answer_token_ids"], "seqtune.json"
-    if train is None or not train.exists():
-        sys.exit(f"{model_dir}'s seqtune.json records no answer vocabulary: pass --train <its train.parquet>")
-    df = pd.read_parquet(train, columns=["prompt", "completion"])
-    return from_rows(encode_batch(tokenizer, df.prompt.tolist(), df.completion.tolist())), f"{train.name} completions + EOS"
 
 
 class Decoder:
@@ -114,7 +96,6 @@ def main() -> None:
     import torch
 
     from seqtune.pipeline.generation import Generator
-    from train_throughput import molecules
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=REPO / "data" / "models" / "smiles2iupac")

@@ -32,9 +32,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import REPO, base_model, molecules  # noqa: E402
+
 sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "bench"))
 
 
 def main() -> None:
@@ -43,7 +44,6 @@ def main() -> None:
 
     from seqtune.pipeline.formats import parse_completion
     from seqtune.pipeline.generation import Generator, read_model_card, weights_dtype
-    from train_throughput import base_model, molecules  # the same model resolution and molecules
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a fine-tuned model folder (default: the base SmolLM2-135M, chat format)")

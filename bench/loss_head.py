@@ -32,7 +32,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import REPO, resolve_base  # noqa: E402
+
 sys.path.insert(0, str(REPO / "src"))
 
 from seqtune.pipeline.completion_loss import completion_loss  # noqa: E402
@@ -63,10 +65,7 @@ def main() -> None:
 
     folder = Path(a.model) if a.model and Path(a.model).is_dir() else REPO / "data" / "base_model"
     if a.model and not Path(a.model).is_dir():
-        from seqtune.pipeline.models import resolve
-
-        folder = Path(tempfile.mkdtemp()) / "base"
-        resolve(a.model, folder, downloads=REPO / "data" / "downloads")
+        folder = resolve_base(a.model, Path(tempfile.mkdtemp()) / "base", card=False)
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     model.train()

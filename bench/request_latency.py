@@ -41,18 +41,17 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import REPO, answer_token_ids, molecules  # noqa: E402
+
 sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "bench"))
 
 
 def main() -> None:
     import torch
 
-    from decode_paths import answer_token_ids
     from known_molecules import KNOWN
     from seqtune.pipeline.generation import Generator, native_bf16
-    from train_throughput import molecules
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=REPO / "data" / "models" / "smiles2iupac",

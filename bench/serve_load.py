@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +33,9 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import BENCH, REPO, Server, load_average, seqtune_cli  # noqa: E402
+
 LEVELS = (1, 8, 32, 64)
 # The fixed workload: small drug-like molecules, cycled.
 WORKLOAD = [
@@ -43,20 +43,6 @@ WORKLOAD = [
     "O=C(O)c1ccccc1O", "CN1CCCC1c1cccnc1", "CC(C)Cc1ccc(C(C)C(=O)O)cc1", "OCC(O)CO", "C1CCCCC1",
     "Clc1ccccc1", "CC#N", "NC(=O)N", "CCCCCCO", "c1ccc2ccccc2c1", "CC(=O)OC1=CC=CC=C1C(=O)O", "COc1ccccc1",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
-
-
-def _cli(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "seqtune.cli", *args], env=env, check=True, cwd=REPO)
 
 
 def _have_champions(params: Path, env: dict[str, str]) -> bool:
@@ -72,18 +58,15 @@ def _temp_store(work: Path, params: Path, env: dict[str, str], base: str) -> dic
     in a temp MLflow store; returns the environment pointing at it (and a temp BentoML home)."""
     env = dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", BENTOML_HOME=str(work / "bentoml"))
     code = f"""
-import json, shutil
+import json, shutil, sys
 from pathlib import Path
+sys.path.insert(0, {str(BENCH)!r})
+from common import resolve_base
 from seqtune.config import load_params
-from seqtune.pipeline.models import build_tiny, resolve
 from seqtune.pipeline.registry import register_model
 from seqtune.tasks import get_task
 work = Path({str(work)!r}); name = {base!r}
-folder = work / "base"
-if name == "tiny":
-    build_tiny(folder)
-else:
-    resolve(name, folder, downloads=Path({str(REPO / "data" / "downloads")!r}))
+folder = resolve_base(name, work / "base", card=False)
 for task in load_params({str(params)!r}).tasks:
     d = work / "models" / task; shutil.copytree(folder, d)
     (d / "seqtune.json").write_text(json.dumps({{"task": task, "format": "instruction", "base_model": name,
@@ -92,43 +75,6 @@ for task in load_params({str(params)!r}).tasks:
 """
     subprocess.run([sys.executable, "-c", code], env=env, cwd=work, check=True, capture_output=True)
     return env
-
-
-class Server:
-    """`bentoml serve service.service:Seqtune` on a free loopback port, in its own process group."""
-
-    def __init__(self, params: Path, env: dict[str, str], log: Path):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service.service:Seqtune", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=dict(env, SEQTUNE_PARAMS=str(params)), cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the service exited ({self.proc.returncode}); see {self._log.name}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"the service was not ready within {timeout:.0f}s; see {self._log.name}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self._log.close()
 
 
 async def _level(url: str, task: str, field: str, concurrency: int, n: int, max_seconds: float) -> dict:
@@ -186,7 +132,7 @@ def run_mode(label: str, params: Path, env: dict[str, str], args, work: Path) ->
             before = after
             rows.append(row)
             print(f"  {label:9s} c={c:<3d} {row['rps']:7.2f} req/s  p50 {row['p50_s']:6.2f}s  p99 {row['p99_s']:6.2f}s  "
-                  f"{row['requests']:4d} req  {row['failures']} failed  model calls by batch size {row['batches']}  ({_load()})",
+                  f"{row['requests']:4d} req  {row['failures']} failed  model calls by batch size {row['batches']}  ({load_average()})",
                   flush=True)
         return rows
     finally:
@@ -224,13 +170,13 @@ def main() -> None:
             env = _temp_store(work, args.params, env, base)
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
-        _cli("bento", "import", "--params", str(args.params), env=env)
+        seqtune_cli("bento", "import", "--params", str(args.params), env=env)
 
         unbatched = dict(raw, serve={**raw.get("serve", {}), "max_batch_size": 1})
         modes = {"batched": raw, "unbatched": unbatched}
         print(f"serve_load: task {args.task}, {f'{base} (temp store)' if base else 'MLflow store'} champions, "
               f"max_batch_size {cfg.max_batch_size} vs 1, max_latency_ms {cfg.max_latency_ms}, decoding {cfg.decoding}, "
-              f"{args.requests} requests per level, {os.cpu_count()} CPUs, torch threads {env.get('OMP_NUM_THREADS', 'default')}, {_load()}")
+              f"{args.requests} requests per level, {os.cpu_count()} CPUs, torch threads {env.get('OMP_NUM_THREADS', 'default')}, {load_average()}")
         results = {}
         for label, content in modes.items():
             path = work / f"params-{label}.yaml"
@@ -246,7 +192,7 @@ def main() -> None:
                   f"{u['p50_s']:.2f} | {u['p99_s']:.2f} | {ratio:.1f}x |")
         if 32 in args.levels:
             ratio = results["batched"][32]["rps"] / max(results["unbatched"][32]["rps"], 1e-9)
-            print(f"\nbatched/unbatched throughput at concurrency 32: {ratio:.1f}x (goal >= 8x); {_load()}")
+            print(f"\nbatched/unbatched throughput at concurrency 32: {ratio:.1f}x (goal >= 8x); {load_average()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -24,10 +24,12 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import base_model  # noqa: E402
 
 
 def run(base: Path, batch: int, compiled: bool, steps: int, warmup: int, bf16: bool) -> tuple[float, float]:
@@ -76,10 +78,7 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true")
     a = ap.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import tempfile
-
-    from train_throughput import base_model  # bench/ is not a package
 
     from seqtune.pipeline.generation import native_bf16, pick_device
 

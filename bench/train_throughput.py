@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -40,9 +39,10 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import REPO, base_model, molecules  # noqa: E402
+
 TASK = "smiles2formula"
-FRAGMENTS = ["C", "CC", "O", "N", "c1ccccc1", "C(=O)O", "Cl", "F", "C(C)", "S", "C(=O)N", "OC", "c1ccncc1", "Br"]
 
 
 class StepClock(TrainerCallback):
@@ -70,18 +70,6 @@ class StepClock(TrainerCallback):
         self.end = time.perf_counter()
 
 
-def molecules(n: int, seed: int) -> list[str]:
-    """`n` distinct random valid SMILES of varied size (RDKit canonical)."""
-    from seqtune.chem import canonical_smiles
-
-    rng, out = random.Random(seed), {}
-    while len(out) < n:
-        s = canonical_smiles("".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(2, 10))))
-        if s:
-            out[s] = None
-    return list(out)
-
-
 def examples(n: int, fmt: str, seed: int) -> pd.DataFrame:
     from seqtune.pipeline.formats import render_completion, render_prompt
     from seqtune.tasks import get_task
@@ -91,21 +79,6 @@ def examples(n: int, fmt: str, seed: int) -> pd.DataFrame:
              "prompt": render_prompt(fmt, t, lab.source), "completion": render_completion(fmt, t, lab.target)}
             for lab in t.label(molecules(n, seed)) if lab.kept]
     return pd.DataFrame(rows)
-
-
-def base_model(name: str, cache: Path) -> Path:
-    """A resolved base model folder: the project's data/base_model when it is `name`."""
-    from seqtune.io import write_json
-    from seqtune.pipeline.models import BASE_MODEL_CARD, resolve
-
-    project = REPO / "data" / "base_model"
-    if (project / BASE_MODEL_CARD).exists() and json.loads((project / BASE_MODEL_CARD).read_text())["name"] == name:
-        return project
-    out = cache / "base"
-    downloads = REPO / "data" / "downloads"
-    card = resolve(name, out, downloads=downloads)
-    write_json(out / BASE_MODEL_CARD, card)
-    return out
 
 
 def run_seqtune(work: Path, base: Path, df: pd.DataFrame, batch_size: int) -> StepClock:

@@ -180,7 +180,7 @@ class Seqtune:
     def __init__(self) -> None:
         from bentoml.exceptions import NotFound
 
-        from seqtune.pipeline.generation import Generator
+        from seqtune.serving.runtime import Generator
 
         # Here, in the worker: BOUND_HOST is its real socket's address.
         log.info("listening on %s: %s; trusted Host names %s", BOUND_HOST,
@@ -235,7 +235,7 @@ class Seqtune:
         if any(get_task(t).uses_opsin for t in TASKS):
             # Checks parse names with this worker's long-lived OPSIN: start and warm it now, so
             # the first request does not wait ~0.5 s for a JVM (and memory is at working size).
-            from seqtune.chem import warm_opsin
+            from seqtune.serving.runtime import warm_opsin
 
             try:
                 warm_opsin()
@@ -312,7 +312,7 @@ def _model_ref(task: str) -> bentoml.models.BentoModel:
     corrupt one would crash-loop the worker."""
     from bentoml.exceptions import NotFound
 
-    from seqtune.pipeline.model_files import CorruptModelError, check_weights
+    from seqtune.serving.runtime import CorruptModelError, check_weights
 
     tag = f"{PARAMS.register.model_prefix}{task}:latest"
     try:

@@ -16,13 +16,27 @@ function-level ones included (they run too, just later). The rules:
 - no import cycle among modules at module level (what runs at import time), and none either
   through function-level imports: deferring an import hides a cycle, it does not break it.
 
-The rules are functions of an import graph, so each is also checked on a small fake graph
-that breaks it: a rule that cannot fail would pass vacuously.
+Outside the package, service/*.py and bench/*.py are parsed the same way:
+
+- `service/` imports from seqtune only `config`, `log`, `tasks` and `serving` (what it needs
+  from the pipeline or chem comes through `seqtune.serving.runtime`), nothing from tests/bench;
+- a bench script imports no other bench script: code two scripts share lives in
+  `bench/common.py`, the molecule list in the data module `bench/known_molecules.py` (which
+  imports nothing), and neither imports another bench module; bench imports any seqtune
+  module but the entry points, and nothing from `tests` or `service`.
+
+And every module under src/seqtune is named in ARCHITECTURE.md's table (by its short name in
+its package's row, as the table names them, or by dotted name or path anywhere), so a new
+module without a documented place fails.
+
+The rules are functions of an import graph (or of the document's text), so each is also
+checked on a small fake input that breaks it: a rule that cannot fail would pass vacuously.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +51,14 @@ INFRA = frozenset(f"seqtune.{m}" for m in ("config", "paths", "io", "log", "trac
 ENTRY = frozenset({"seqtune.cli", "seqtune.train", "seqtune.pyfunc"})
 """Entry points and aliases for old names: they may import anything, nothing imports them."""
 OUTSIDE = ("service", "tests", "bench")
+REPO = SRC.parent
+ARCHITECTURE = REPO / "ARCHITECTURE.md"
+SERVICE_MAY_IMPORT = frozenset({"seqtune.config", "seqtune.log", "seqtune.tasks", "seqtune.serving"})
+"""What service/ may import from seqtune (and every `seqtune.serving.*` module)."""
+BENCH_SHARED = frozenset({"common", "known_molecules"})
+"""The bench modules scripts may import: the helpers, and the data module."""
+BENCH_DATA = frozenset({"known_molecules"})
+"""Bench modules that only hold data: they import nothing."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +158,21 @@ def package_graph(src: Path = SRC) -> dict[str, list[Import]]:
     }
 
 
+def folder_graph(folder: Path, prefix: str = "", src: Path = SRC) -> dict[str, list[Import]]:
+    """module -> its imports, for the *.py files directly in `folder` (service/, bench/: not
+    packages), named `prefix` + the file's stem as they are imported (`service.service`;
+    `common`, with bench/ first on sys.path)."""
+    files = sorted(folder.glob("*.py"))
+    names = {f"{prefix}{f.stem}": f for f in files}
+    known = {module_name(f, src) for f in (src / "seqtune").rglob("*.py")} | set(names)
+    return {m: parse_imports(f.read_text(), m, is_package=False, known=known) for m, f in names.items()}
+
+
+def has_main_guard(source: str) -> bool:
+    """An `if __name__ == "__main__":` block at module level: a script, not a library."""
+    return any(isinstance(n, ast.If) and _is_main_guard(n.test) for n in ast.parse(source).body)
+
+
 # ------------------------------------------------------------------------------------ the rules
 
 
@@ -217,6 +254,75 @@ def import_cycles(graph: dict[str, list[Import]], *, module_level_only: bool = T
     return cycles
 
 
+def service_violations(graph: dict[str, list[Import]]) -> list[str]:
+    """Imports of service/ against its rule, as 'module:line -> target (why)'."""
+    bad = []
+    for module, imports in sorted(graph.items()):
+        for imp in imports:
+            where, top = f"{module}:{imp.line} -> {imp.target}", imp.target.split(".")[0]
+            if top == "seqtune" and not (imp.target in SERVICE_MAY_IMPORT or imp.target.startswith("seqtune.serving.")):
+                bad.append(f"{where} (service/ imports from seqtune only config, log, tasks and serving)")
+            elif top in ("tests", "bench"):
+                bad.append(f"{where} (service/ imports nothing from tests or bench)")
+    return bad
+
+
+def bench_violations(graph: dict[str, list[Import]]) -> list[str]:
+    """Imports of bench/ (modules named by file stem) against its rules."""
+    bad = []
+    for module, imports in sorted(graph.items()):
+        for imp in imports:
+            where, top = f"{module}:{imp.line} -> {imp.target}", imp.target.split(".")[0]
+            if module in BENCH_DATA and top != "__future__":
+                bad.append(f"{where} (a bench data module imports nothing)")
+            elif top in graph and top != module:
+                if module in BENCH_SHARED:
+                    bad.append(f"{where} (common.py and known_molecules.py import no other bench module)")
+                elif top not in BENCH_SHARED:
+                    bad.append(f"{where} (a bench script imports another bench script: share the code through bench/common.py)")
+            elif layer(imp.target) == "entry":
+                bad.append(f"{where} (bench imports no entry point: run `python -m seqtune.cli` instead)")
+            elif top in OUTSIDE:
+                bad.append(f"{where} (bench imports nothing from service or tests, and bench/ is not a package)")
+            elif layer(imp.target) == "unplaced":
+                bad.append(f"{where} (not a module of the package)")
+    return bad
+
+
+def _backticked(text: str) -> set[str]:
+    return set(re.findall(r"`([^`]+)`", text))
+
+
+def undocumented(modules: set[str], doc: str) -> list[str]:
+    """Modules of the package that ARCHITECTURE.md (`doc`) gives no place: named neither in
+    its table's row for their package by short name (`bento` in the `serving/` row; a
+    top-level module in the `top level` row or a row of its own, like `chem`; a subpackage by
+    its row `tasks/`) nor anywhere by dotted name (`serving.bento`, `seqtune.serving.bento`)
+    or path (`serving/bento.py`, `src/seqtune/serving/bento.py`)."""
+    rows: dict[str, set[str]] = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.lstrip().startswith("|") and len(cells) >= 2:
+            rows[cells[0].strip("`")] = _backticked("|".join(cells[1:]))
+    anywhere = _backticked(doc)
+    missing = []
+    for module in sorted(modules):
+        parts = module.split(".")[1:]
+        if not parts:  # the package itself: `src/seqtune/`
+            placed = "src/seqtune/" in anywhere
+        else:
+            rel, path = ".".join(parts), "/".join(parts)
+            names = {module, rel, f"{path}.py", f"src/seqtune/{path}.py", f"{path}/", f"src/seqtune/{path}/"}
+            placed = bool(names & anywhere)
+            if len(parts) == 1:
+                placed |= parts[0] in rows or f"{parts[0]}/" in rows or parts[0] in rows.get("top level", set())
+            else:
+                placed |= ".".join(parts[1:]) in rows.get(f"{parts[0]}/", set())
+        if not placed:
+            missing.append(f"{module}: not named in ARCHITECTURE.md (add it to its package's row)")
+    return missing
+
+
 # ------------------------------------------------------------------------- the real package
 
 
@@ -258,6 +364,46 @@ def test_the_graph_sees_every_module_and_function_level_imports(graph):
     assert ("seqtune.pipeline.molecules", False) in cli and ("seqtune.config", True) in cli
     # the launcher shim imports the stage only under `if __name__ == "__main__":`.
     assert [(i.target, i.module_level) for i in graph["seqtune.train"]] == [("seqtune.pipeline.train", False)]
+
+
+@pytest.fixture(scope="module")
+def service() -> dict[str, list[Import]]:
+    return folder_graph(REPO / "service", "service.")
+
+
+@pytest.fixture(scope="module")
+def bench() -> dict[str, list[Import]]:
+    return folder_graph(REPO / "bench")
+
+
+def test_the_service_imports_only_config_log_tasks_and_serving(service):
+    assert service_violations(service) == []
+
+
+def test_the_service_graph_sees_its_function_level_imports(service):
+    assert "service.service" in service
+    got = {(i.target, i.module_level) for i in service["service.service"]}
+    assert ("seqtune.serving.guard", True) in got and ("seqtune.serving.security", True) in got
+    assert ("seqtune.serving.runtime", False) in got  # Generator, check_weights, warm_opsin: lazily
+
+
+def test_bench_scripts_share_code_only_through_common(bench):
+    assert bench_violations(bench) == []
+
+
+def test_bench_graph_sees_the_shared_modules_and_every_script_is_one(bench):
+    assert BENCH_SHARED <= set(bench) and len(bench) > 10
+    uses = {m for m, imps in bench.items() for i in imps if i.target == "common"}
+    assert {"train_throughput", "serve_load", "champion_check", "loss_head", "generation_speed", "decode_paths",
+            "request_latency", "train_step"} <= uses
+    assert ("known_molecules", False) in {(i.target, i.module_level) for i in bench["request_latency"]}
+    # a shared module is a library, every other bench module a script (`make bench` runs each)
+    scripts = {m for m in bench if has_main_guard((REPO / "bench" / f"{m}.py").read_text())}
+    assert scripts == set(bench) - BENCH_SHARED
+
+
+def test_every_package_module_has_a_place_in_architecture_md(graph):
+    assert undocumented(set(graph), ARCHITECTURE.read_text()) == []
 
 
 # ----------------------------------------------------------- each rule fails on a broken graph
@@ -376,3 +522,126 @@ if __name__ == "__main__":
         ("seqtune.pipeline.registry", True), ("seqtune.pipeline.models", True), ("seqtune.pipeline.models", True),
         ("seqtune.tasks.base", False), ("seqtune.experiments.runs", False), ("service.service", False), ("seqtune.cli", False),
     ]
+
+
+
+# ------------------------------------------- service/, bench/ and ARCHITECTURE.md, on fake inputs
+
+
+def test_service_rule_passes_clean_and_fails_each_way():
+    clean = _fake(service__service=["bentoml", "seqtune.config", "seqtune.serving", "seqtune.serving.guard",
+                                    ("seqtune.serving.runtime", False), "seqtune.tasks", "seqtune.log"])
+    assert service_violations(clean) == []
+    for target, why in [
+        ("seqtune.pipeline.generation", "only config, log, tasks and serving"),
+        ("seqtune.pipeline.model_files", "only config, log, tasks and serving"),
+        ("seqtune.chem", "only config, log, tasks and serving"),
+        ("seqtune.tasks.base", "only config, log, tasks and serving"),
+        ("seqtune.experiments.report", "only config, log, tasks and serving"),
+        ("seqtune.cli", "only config, log, tasks and serving"),
+        ("seqtune", "only config, log, tasks and serving"),
+        ("tests.service_stack", "nothing from tests or bench"),
+    ]:
+        for module_level in (True, False):
+            broken = {m: [*imps, Import(target, module_level, 9)] for m, imps in clean.items()}
+            found = service_violations(broken)
+            assert len(found) == 1 and why in found[0] and target in found[0], (target, found)
+
+
+BENCH_CLEAN = dict(
+    common=["json", ("seqtune.pipeline.models", False), ("httpx", False)],
+    known_molecules=["__future__"],
+    train_throughput=["torch", "common", ("seqtune.pipeline.train", False)],
+    serve_load=["httpx", "common", ("seqtune.config", False)],
+    champion_check=["common", "known_molecules", ("seqtune.tasks", False)],
+    opsin_calls=[("seqtune.chem", False)],
+)
+
+
+def test_a_clean_fake_bench_passes():
+    assert bench_violations(_fake(**BENCH_CLEAN)) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "target", "why"),
+    [
+        ("champion_check", "serve_load", "a bench script imports another bench script"),
+        ("champion_check", "train_throughput", "a bench script imports another bench script"),
+        ("opsin_calls", "train_throughput", "a bench script imports another bench script"),
+        ("common", "train_throughput", "import no other bench module"),
+        ("common", "known_molecules", "import no other bench module"),
+        ("known_molecules", "common", "a bench data module imports nothing"),
+        ("known_molecules", "seqtune.chem", "a bench data module imports nothing"),
+        ("train_throughput", "seqtune.cli", "bench imports no entry point"),
+        ("common", "seqtune.train", "bench imports no entry point"),
+        ("opsin_calls", "tests.service_stack", "nothing from service or tests"),
+        ("opsin_calls", "tests", "nothing from service or tests"),
+        ("champion_check", "service.service", "nothing from service or tests"),
+        ("champion_check", "bench.common", "bench/ is not a package"),
+        ("opsin_calls", "seqtune.helpers", "not a module of the package"),
+    ],
+)
+def test_each_bench_rule_can_fail(module, target, why):
+    for module_level in (True, False):
+        edges = {k: list(v) for k, v in BENCH_CLEAN.items()}
+        edges[module] = [*edges[module], (target, module_level)]
+        found = bench_violations(_fake(**edges))
+        assert len(found) == 1 and why in found[0] and found[0].startswith(f"{module}:"), found
+
+
+def test_has_main_guard_tells_a_script_from_a_library():
+    assert has_main_guard('def main():\n    pass\n\nif __name__ == "__main__":\n    main()\n')
+    assert not has_main_guard('KNOWN = [("ethanol", "CCO")]\n')
+
+
+FAKE_DOC = """# Architecture
+
+`src/seqtune/` has one folder per subsystem.
+
+| package | holds |
+|---|---|
+| `chem` | chemistry |
+| `pipeline/` | stages: `molecules`, `train` (the stage); helpers `cards` |
+| `serving/` | `bento`, `security` + `guard` |
+| top level | infrastructure (`config`, `paths`); entry points: `cli` |
+
+`pipeline/model_files.py` opens model folders; `serving.predict` handles requests.
+"""
+FAKE_MODULES = {"seqtune", "seqtune.chem", "seqtune.config", "seqtune.paths", "seqtune.cli", "seqtune.pipeline",
+                "seqtune.pipeline.molecules", "seqtune.pipeline.train", "seqtune.pipeline.cards",
+                "seqtune.pipeline.model_files", "seqtune.serving", "seqtune.serving.bento", "seqtune.serving.security",
+                "seqtune.serving.guard", "seqtune.serving.predict"}
+
+
+def test_the_documented_fake_package_passes():
+    assert undocumented(FAKE_MODULES, FAKE_DOC) == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "seqtune.pipeline.simple_organics",  # a new helper nobody wrote down
+        "seqtune.serving.train",  # `train` is in the pipeline's row and the top level's, not serving's
+        "seqtune.serving.chem",  # `chem` is a top-level row, not a serving module
+        "seqtune.pipeline.predict",  # `serving.predict` is named, `pipeline.predict` is not
+        "seqtune.helpers",  # a new top-level module
+        "seqtune.tasks",  # a new subpackage without a row
+        "seqtune.tasks.base",
+        "seqtune.pipeline.sub.deep",  # a nested module: its package's row names `sub.deep` or nothing
+    ],
+)
+def test_a_module_missing_from_architecture_md_fails(module):
+    found = undocumented(FAKE_MODULES | {module}, FAKE_DOC)
+    assert found == [f"{module}: not named in ARCHITECTURE.md (add it to its package's row)"]
+
+
+def test_a_module_named_by_dotted_name_or_path_passes_and_the_root_needs_its_folder():
+    for doc in (FAKE_DOC + "\n`seqtune.pipeline.simple_organics`", FAKE_DOC + "\n`pipeline.simple_organics`",
+                FAKE_DOC + "\n`src/seqtune/pipeline/simple_organics.py`",
+                FAKE_DOC.replace("helpers `cards`", "helpers `cards`, `simple_organics`")):
+        assert undocumented(FAKE_MODULES | {"seqtune.pipeline.simple_organics"}, doc) == []
+    assert undocumented(FAKE_MODULES, FAKE_DOC.replace("`src/seqtune/`", "src/seqtune/")) == [
+        "seqtune: not named in ARCHITECTURE.md (add it to its package's row)"]
+    # dropping a name from the real table's row is what fails
+    assert undocumented(FAKE_MODULES, FAKE_DOC.replace(", `security` + `guard`", ", `security`")) == [
+        "seqtune.serving.guard: not named in ARCHITECTURE.md (add it to its package's row)"]

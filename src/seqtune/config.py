@@ -33,8 +33,8 @@ class Section(BaseModel):
 
 
 class MoleculesConfig(Section):
-    source: Literal["moses", "rdkit-samples", "file", "pubchem"] = "moses"
-    """Where molecules come from."""
+    source: Literal["moses", "rdkit-samples", "file", "pubchem", "chedl"] = "moses"
+    """Where molecules come from (seqtune.pipeline.molecule_sources)."""
     path: str | None = None
     """`file`: a .smi/.csv path. `pubchem`: a local CID-SMILES file (downloaded when null)."""
     smiles_column: str = "SMILES"
@@ -85,9 +85,11 @@ class RealMoleculesConfig(Section):
     """Stage `real_molecules`: real, unfragmented molecules no training drew from, scored by
     heavy-atom band: what a chemist brings, not near-analogues of the training fragments."""
 
-    source: Literal["chedl", "file", "none"] = "chedl"
+    source: Literal["chedl", "nci", "file", "none"] = "chedl"
     """`chedl`: the PubChem compounds with CAS numbers that the `chemicals` package (ChEDL)
-    ships (~73,000 solvents, reagents, monomers, metabolites, drugs); `file`: a .smi/.csv/.tsv
+    ships (~73,000 solvents, reagents, monomers, metabolites, drugs); `nci`: the first 5,000
+    compounds of the NCI Open Database that RDKit ships (a catalogue `molecules.source: chedl`
+    never draws from); `file`: a .smi/.csv/.tsv
     (`path`, `smiles_column`); `none`: no real-molecule evaluation."""
     path: str | None = None
     smiles_column: str = "SMILES"

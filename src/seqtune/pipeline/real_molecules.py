@@ -7,7 +7,9 @@ learned. A chemist brings real compounds (solvents, reagents, metabolites, drugs
 model is also scored on those, by heavy-atom band (`real_molecules.band_edges`).
 
 Reads `real_molecules.source` (`chedl`: the PubChem compounds with CAS numbers that the
-`chemicals` package ships; `file`: a user's .smi/.csv/.tsv), orders the rows by a hash of
+`chemicals` package ships; `nci`: the first 5,000 compounds of the NCI Open Database that RDKit
+ships, a second catalogue for a model trained on ChEDL (`molecules.source: chedl`); `file`: a
+user's .smi/.csv/.tsv), orders the rows by a hash of
 their key (reproducible, independent of file order), standardises them exactly as the
 molecules stage does, removes every InChIKey of the molecules stage's train split, and keeps
 the first `per_band` molecules of each band. Structure match needs no reference name (OPSIN
@@ -16,11 +18,14 @@ still labels them per task, so exact match has a reference too.
 
 Writes `data/real_molecules/molecules.parquet` (smiles, inchikey, heavy_atoms, band, hash,
 name: the source's own IUPAC name where it has one) and `stats.json` (source, kept per band,
-dropped by reason, how many were removed for being in training).
+dropped by reason, how many were removed for being in training, and `same_catalogue`: whether
+the molecules stage drew its training molecules from this catalogue too, so a report says
+"held out from the training catalogue" rather than "a source training never drew from").
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -64,11 +69,33 @@ def read_rows(cfg: RealMoleculesConfig) -> tuple[list[tuple[str, str]], str]:
                 rows[key] = (smiles, name)
         order = sorted(rows, key=split_hash)
         return [rows[k] for k in order], f"chedl ({CHEDL_DIST[0]}=={CHEDL_DIST[1]}: PubChem compounds with CAS numbers)"
+    if cfg.source == "nci":
+        smiles = list(dict.fromkeys(s for s in read_file(nci_file(), cfg.smiles_column) if s))
+        return [(s, "") for s in sorted(smiles, key=split_hash)], "nci (NCI Open Database, first 5,000, shipped in RDKit)"
     path = Path(cfg.path or "")
     if not path.is_file():
         raise FileNotFoundError(f"real_molecules.path {str(path)!r} is not a file; point it at a .smi/.csv/.tsv/.sdf file")
     smiles = list(dict.fromkeys(s for s in read_file(path, cfg.smiles_column) if s))
     return [(s, "") for s in sorted(smiles, key=split_hash)], f"file {cfg.path}"
+
+
+def nci_file() -> Path:
+    """RDKit's copy of the NCI Open Database's first 5,000 compounds (SMILES<TAB>NSC number)."""
+    import rdkit
+
+    path = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: this RDKit build does not ship the NCI sample; "
+                                "set real_molecules.source to chedl or file")
+    return path
+
+
+def same_catalogue(source: str) -> bool:
+    """Whether the molecules stage's training source is the catalogue `source` names."""
+    path = paths.MOLECULES / "stats.json"
+    if not path.exists():
+        return False
+    return str(json.loads(path.read_text()).get("source", "")).split(" ")[0] == source
 
 
 def train_inchikeys() -> set[str]:
@@ -133,6 +160,7 @@ def main(*, params: Path = DEFAULT_PARAMS) -> dict:
         "per_band": cfg.per_band,
         "kept": {b: int(counts.get(b, 0)) for b in band_labels(cfg.band_edges)},
         "dropped": dict(sorted(dropped.items())),
+        "same_catalogue": cfg.source != "none" and same_catalogue(cfg.source),
         "seconds": round(time.perf_counter() - start, 2),
     }
     short = [b for b, n in stats["kept"].items() if n < cfg.per_band]

@@ -645,3 +645,24 @@ def test_a_module_named_by_dotted_name_or_path_passes_and_the_root_needs_its_fol
     # dropping a name from the real table's row is what fails
     assert undocumented(FAKE_MODULES, FAKE_DOC.replace(", `security` + `guard`", ", `security`")) == [
         "seqtune.serving.guard: not named in ARCHITECTURE.md (add it to its package's row)"]
+
+
+def test_stage_and_report_functions_stay_split():
+    """No function in the data, train and evaluate stages or in the findings report runs past
+    60 lines (def line to last line, docstring included): their main()s and report's blocks
+    were split into named steps (issue 32), and a new step gets its own function rather than
+    growing one back. The rule is checked on a fake module too, so it can fail."""
+    limit = 60
+    modules = ("pipeline/train.py", "pipeline/evaluate.py", "pipeline/data.py", "experiments/report.py")
+
+    def too_long(source: str, where: str) -> list[str]:
+        return [f"{where}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines (limit {limit})"
+                for node in ast.walk(ast.parse(source))
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit]
+
+    found = [hit for m in modules for hit in too_long((SRC / "seqtune" / m).read_text(), m)]
+    assert found == [], "split these into named steps:\n" + "\n".join(found)
+    body = "".join(f"    x{i} = {i}\n" for i in range(limit - 1))
+    assert too_long(f"def short():\n{body}", "fake.py") == []
+    assert too_long(f"class C:\n    def long(self):\n{body.replace('    ', '        ')}        return 0\n", "fake.py") == [
+        f"fake.py:2 long: {limit + 1} lines (limit {limit})"]

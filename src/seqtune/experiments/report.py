@@ -237,17 +237,12 @@ def _hours_block(task: str, found: list[tuple[str, RunEvidence, Any]], sec: Sect
                                           "training time"))
 
 
-def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, RunEvidence]], missing: list[Any],
-                  sec: Section, out: Path, queue_hint: str) -> None:
-    sweep = sweeps.sweeps[name]
-    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in evs)
-    if numeric:
-        evs = sorted(evs, key=lambda p: p[0])
+def _points_table(task: str, sweep, evs: list[tuple[Any, RunEvidence]], missing: list[Any], zero: bool, sec: Section,
+                  queue_hint: str) -> None:
+    """A row per point (every metric ± SE, each run's zero-shot scores when all have one,
+    time and throughput), the rule-based tool's row, and which points have no run yet."""
     metrics = metric_order(task, evs[0][1])
     head = headline_metrics(task)
-    # The zero-shot baseline belongs to each run: another base model or another prompt
-    # format is another zero-shot model. The rule-based tool is the same for every point.
-    zero = all(ZERO_SHOT in ev.baselines for _, ev in evs)
     zcols = [f"zero-shot {m}" for m in head] if zero else []
     sec.lines += [f"| {sweep.x} | run | " + " | ".join(metrics + zcols) + " | train s | tokens/s |",
                   "|---" * (len(metrics) + len(zcols) + 4) + "|"]
@@ -256,8 +251,7 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
         sec.lines.append(f"| {x} | `{ev.short}` | " + " | ".join(cells)
                          + f" | {train_seconds(ev)} | {fmt_int(ev.metric('train_tokens_per_s'))} |")
     ref = evs[0][1]
-    rule = RULE in ref.baselines
-    if rule:
+    if RULE in ref.baselines:
         sec.lines.append(f"| *{BASELINE_NAMES[RULE]}* | | " + " | ".join(fmt(mean(ref.scores(m, RULE))) for m in metrics)
                          + " |" * (len(zcols) + 3))
     sec.lines += ["", "Values: mean ± standard error over the same test items for every run; zero-shot: each run's own base "
@@ -266,51 +260,83 @@ def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, 
         sec.lines.append(f"Not run yet: {sweep.x} = {', '.join(map(str, missing))} (`{queue_hint}`).")
     sec.lines.append("")
 
+
+def _points_figure(task: str, name: str, sweep, evs: list[tuple[Any, RunEvidence]], zero: bool, numeric: bool,
+                   sec: Section, out: Path) -> None:
+    """A panel per headline metric over the points (a line for a numeric setting, on a log
+    axis when it spans 4x or more; bars otherwise), baselines beside it."""
     xs = [x for x, _ in evs]
+    ref = evs[0][1]
+    rule = RULE in ref.baselines
     panels = []
-    for m in head:
+    for m in headline_metrics(task):
         series = {"fine-tuned": ([mean(ev.scores(m)) for _, ev in evs], [mean_se(ev.scores(m))[1] for _, ev in evs])}
         if zero:
             series[BASELINE_NAMES[ZERO_SHOT]] = ([mean(ev.scores(m, ZERO_SHOT)) for _, ev in evs], [float("nan")] * len(evs))
         panels.append(Panel(m, series, {BASELINE_NAMES[RULE]: mean(ref.scores(m, RULE))} if rule else {}))
-    footer = _footer(evs, sweep.x)
     log_x = numeric and min(xs) > 0 and max(xs) / min(xs) >= 4
     png = draw(out / f"{name}_{task}.png", title=f"{task}: {sweep.finding}", xlabel=sweep.x, xs=xs, panels=panels,
-               footer=footer, kind="line" if numeric else "bar", log_x=log_x)
+               footer=_footer(evs, sweep.x), kind="line" if numeric else "bar", log_x=log_x)
     sec.lines += [f"![{name} {task}]({png.name})", ""]
 
-    # By molecule size: the same items in heavy-atom bins, one line per point.
+
+def _points_by_size(task: str, name: str, sweep, evs: list[tuple[Any, RunEvidence]], sec: Section, out: Path) -> None:
+    """By molecule size: the same items in heavy-atom bins, one line per point (a figure per
+    headline metric, a table of the graded metric); nothing when the items span one bin."""
+    ref = evs[0][1]
     heavy = [int(it["heavy_atoms"]) for it in ref.items]
     bins = size_bins(heavy)
-    if len(bins) > 1:
-        labels = [f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in bins]
-        members = [[i for i, h in enumerate(heavy) if lo <= h <= hi] for lo, hi in bins]
-        size_panels = []
-        for m in headline_metrics(task):
-            series = {}
-            for x, ev in evs:
-                vals = ev.scores(m)
-                series[f"{sweep.x}={x}"] = ([mean([vals[i] for i in idx]) for idx in members],
-                                            [mean_se([vals[i] for i in idx])[1] for idx in members])
-            size_panels.append(Panel(m, series))
-        png = draw(out / f"{name}_{task}_by_size.png", title=f"{task}: by molecule size ({sweep.x})",
-                   xlabel="heavy atoms (n items)", xs=[f"{lab}\n(n={len(idx)})" for lab, idx in zip(labels, members)],
-                   panels=size_panels, footer=footer)
-        graded = get_task(task).graded_metric or get_task(task).primary_metric
-        sec.lines += [f"By molecule size ({graded}):", "", "| heavy atoms | n | " + " | ".join(f"{sweep.x}={x}" for x in xs) + " |",
-                      "|---" * (len(xs) + 2) + "|"]
-        for lab, idx in zip(labels, members):
-            sec.lines.append(f"| {lab} | {len(idx)} | " + " | ".join(fmt(mean([ev.scores(graded)[i] for i in idx])) for _, ev in evs) + " |")
-        sec.lines += ["", f"![{name} {task} by size]({png.name})", ""]
+    if len(bins) <= 1:
+        return
+    labels = [f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in bins]
+    members = [[i for i, h in enumerate(heavy) if lo <= h <= hi] for lo, hi in bins]
+    size_panels = []
+    for m in headline_metrics(task):
+        series = {}
+        for x, ev in evs:
+            vals = ev.scores(m)
+            series[f"{sweep.x}={x}"] = ([mean([vals[i] for i in idx]) for idx in members],
+                                        [mean_se([vals[i] for i in idx])[1] for idx in members])
+        size_panels.append(Panel(m, series))
+    png = draw(out / f"{name}_{task}_by_size.png", title=f"{task}: by molecule size ({sweep.x})",
+               xlabel="heavy atoms (n items)", xs=[f"{lab}\n(n={len(idx)})" for lab, idx in zip(labels, members)],
+               panels=size_panels, footer=_footer(evs, sweep.x))
+    graded = get_task(task).graded_metric or get_task(task).primary_metric
+    xs = [x for x, _ in evs]
+    sec.lines += [f"By molecule size ({graded}):", "", "| heavy atoms | n | " + " | ".join(f"{sweep.x}={x}" for x in xs) + " |",
+                  "|---" * (len(xs) + 2) + "|"]
+    for lab, idx in zip(labels, members):
+        sec.lines.append(f"| {lab} | {len(idx)} | " + " | ".join(fmt(mean([ev.scores(graded)[i] for i in idx])) for _, ev in evs) + " |")
+    sec.lines += ["", f"![{name} {task} by size]({png.name})", ""]
 
+
+def _points_verdict(task: str, sweep, evs: list[tuple[Any, RunEvidence]], numeric: bool) -> Verdict:
+    """A trend over a numeric setting, the sweep's expected point against the others, or the
+    spread between the points; "not run" with a single point."""
     if len(evs) < 2:
-        sec.verdicts.append(Verdict(task, "not run", f"only {sweep.x} = {evs[0][0]} has a run: nothing to compare yet"))
-    elif numeric:
-        sec.verdicts.append(trend_verdict(task, evs, sweep.x))
-    elif sweep.expect is not None and sweep.expect in dict(evs):
-        sec.verdicts.append(claim_verdict(task, evs, sweep.x, sweep.expect))
-    else:
-        sec.verdicts.append(spread_verdict(task, evs, sweep.x))
+        return Verdict(task, "not run", f"only {sweep.x} = {evs[0][0]} has a run: nothing to compare yet")
+    if numeric:
+        return trend_verdict(task, evs, sweep.x)
+    if sweep.expect is not None and sweep.expect in dict(evs):
+        return claim_verdict(task, evs, sweep.x, sweep.expect)
+    return spread_verdict(task, evs, sweep.x)
+
+
+def _points_block(task: str, sweeps: SweepFile, name: str, evs: list[tuple[Any, RunEvidence]], missing: list[Any],
+                  sec: Section, out: Path, queue_hint: str) -> None:
+    """A sweep over the values of one setting (`sweep.x`): the table (`_points_table`), the
+    figure (`_points_figure`), the same by molecule size (`_points_by_size`), the verdict."""
+    sweep = sweeps.sweeps[name]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in evs)
+    if numeric:
+        evs = sorted(evs, key=lambda p: p[0])
+    # The zero-shot baseline belongs to each run: another base model or another prompt
+    # format is another zero-shot model. The rule-based tool is the same for every point.
+    zero = all(ZERO_SHOT in ev.baselines for _, ev in evs)
+    _points_table(task, sweep, evs, missing, zero, sec, queue_hint)
+    _points_figure(task, name, sweep, evs, zero, numeric, sec, out)
+    _points_by_size(task, name, sweep, evs, sec, out)
+    sec.verdicts.append(_points_verdict(task, sweep, evs, numeric))
 
 
 def _run_label(p) -> str:
@@ -375,6 +401,53 @@ def _setup_table(sweeps: SweepFile) -> list[str]:
     return lines + [""]
 
 
+def _write_records(records: Path | str | None, loaded: list[RunEvidence]) -> None:
+    """A record of each run the report loaded, into `records` (None: none)."""
+    if records is not None:
+        for ev in loaded:
+            write_record(records, ev)
+        log.info("recorded %d runs in %s", len(loaded), records)
+
+
+def _intro(used: set[str], loaded: list[RunEvidence], sweeps_path: Path | str, out: Path,
+           records: Path | str | None) -> list[str]:
+    """The report's opening: when, by which command and from which runs it was made, and how
+    to read a difference."""
+    used_records = sum(isinstance(ev.row.get(RECORD_COLUMN), str) for ev in loaded)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "seqtune report"  # as a reader would rerun it
+    command += "" if Path(sweeps_path).name == DEFAULT_SWEEPS.name else f" --sweeps {sweeps_path}"
+    command += "" if out == REPORTS else f" --out {out}"
+    seconds = sum(ev.metric("train_runtime", 0.0) for ev in loaded)
+    resumed = any(ev.tag(RESUMED_TAG) for ev in loaded)
+    source = (f"the MLflow store ({len(used) - used_records}) and the run records in `{records}/` ({used_records})"
+              if used_records else "the MLflow store")
+    return [
+        "# seqtune findings",
+        "",
+        f"Generated {now} by `{command}` from {len(used)} training run{'' if len(used) == 1 else 's'}, "
+        f"read from {source}, "
+        f"for the sweeps in `{Path(sweeps_path).name}` ({'at least ' if resumed else ''}{seconds / 3600:.1f} h of training "
+        f"in the runs used{'; resumed runs count only the time after the resume' if resumed else ''}). "
+        "Each table row is one run (MLflow run id); each figure names its runs. Regenerate with the same command: "
+        f"it reads the store and the records, so a fresh clone regenerates this report, and a new run is compared "
+        "item by item with the recorded ones.",
+        "",
+        "A difference counts when it exceeds two standard errors of the paired difference over the same test items "
+        "(± values below are one standard error).",
+        "",
+    ]
+
+
+def _summary(sections: list[Section]) -> list[str]:
+    """The summary table: a row per verdict of every section."""
+    parts = ["## Summary", "", "| sweep | claim | task | verdict | evidence |", "|---|---|---|---|---|"]
+    for s in sections:
+        for v in s.verdicts:
+            parts.append(f"| [{s.name}](#{s.name}) | {s.finding} | {v.task} | **{v.status}** | {v.text} |")
+    return parts
+
+
 def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAULT_SWEEPS, out: Path | str = REPORTS,
          paper_sweeps: Path | str | None = None, records: Path | str | None = RECORDS) -> Path:
     """Write `out`/findings.md (+ PNGs) from every tracked run, and a record of each run it
@@ -391,41 +464,8 @@ def main(*, params: Path | str = DEFAULT_PARAMS, sweeps_path: Path | str = DEFAU
     sections = [sweep_section(name, sweeps, raw, evidence, out, sweeps_path) for name in sweeps.sweeps]
     used = set().union(*(s.runs for s in sections)) if sections else set()
     loaded = evidence.loaded()
-    if records is not None:
-        for ev in loaded:
-            write_record(records, ev)
-        log.info("recorded %d runs in %s", len(loaded), records)
-    used_records = sum(isinstance(ev.row.get(RECORD_COLUMN), str) for ev in loaded)
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = "seqtune report"  # as a reader would rerun it
-    command += "" if Path(sweeps_path).name == DEFAULT_SWEEPS.name else f" --sweeps {sweeps_path}"
-    command += "" if out == REPORTS else f" --out {out}"
-    seconds = sum(ev.metric("train_runtime", 0.0) for ev in loaded)
-    resumed = any(ev.tag(RESUMED_TAG) for ev in loaded)
-    source = (f"the MLflow store ({len(used) - used_records}) and the run records in `{records}/` ({used_records})"
-              if used_records else "the MLflow store")
-    parts = [
-        "# seqtune findings",
-        "",
-        f"Generated {now} by `{command}` from {len(used)} training run{'' if len(used) == 1 else 's'}, "
-        f"read from {source}, "
-        f"for the sweeps in `{Path(sweeps_path).name}` ({'at least ' if resumed else ''}{seconds / 3600:.1f} h of training "
-        f"in the runs used{'; resumed runs count only the time after the resume' if resumed else ''}). "
-        "Each table row is one run (MLflow run id); each figure names its runs. Regenerate with the same command: "
-        f"it reads the store and the records, so a fresh clone regenerates this report, and a new run is compared "
-        "item by item with the recorded ones.",
-        "",
-        "A difference counts when it exceeds two standard errors of the paired difference over the same test items "
-        "(± values below are one standard error).",
-        "",
-        "## Summary",
-        "",
-        "| sweep | claim | task | verdict | evidence |",
-        "|---|---|---|---|---|",
-    ]
-    for s in sections:
-        for v in s.verdicts:
-            parts.append(f"| [{s.name}](#{s.name}) | {s.finding} | {v.task} | **{v.status}** | {v.text} |")
+    _write_records(records, loaded)
+    parts = _intro(used, loaded, sweeps_path, out, records) + _summary(sections)
     parts += ["", "## What was run", "", *_setup_table(sweeps)]
     for s in sections:
         parts += s.lines

@@ -34,6 +34,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -99,70 +100,101 @@ def _start_label(labeller: Task, smiles: list[str], workers: int, executor: Exec
     return done
 
 
+def _labeller(task: Task):
+    """(the task that labels, how its labels become `task`'s)."""
+    # A derived task (iupac2smiles) labels through its base task and turns the labels around.
+    base = getattr(task, "label_base", None)
+    labeller = get_task(base) if base else task
+    derive = task.from_base if base else (lambda lab: lab)  # type: ignore[attr-defined]
+    return labeller, derive
+
+
+_Inflight = deque[tuple[list[dict], dict[str, Labelled], list[str], Future | None]]
+"""(chunk, cached labels, labelled SMILES, future of their labels), in molecule order."""
+
+
+def _fill(inflight: _Inflight, records: list[dict], pos: int, still_needed: int, labeller: Task, cfg: DataConfig,
+          cache: LabelCache | None, verifier: Executor) -> int:
+    """Start labelling chunks from `records[pos:]` until PIPELINE_DEPTH are in flight;
+    returns the position after the last one started."""
+    # Keep PIPELINE_DEPTH chunks in flight, sized by what is still needed assuming
+    # the in-flight ones are all kept (+10% slack for drops).
+    while len(inflight) < PIPELINE_DEPTH and pos < len(records):
+        need = still_needed - sum(len(c) for c, *_ in inflight)
+        if need <= 0:
+            break
+        chunk = records[pos : pos + min(cfg.chunk_size, math.ceil(need * 1.1) + 8)]
+        pos += len(chunk)
+        smiles = [m["smiles"] for m in chunk]
+        cached = cache.get(smiles) if cache else {}
+        misses = [s for s in dict.fromkeys(smiles) if s not in cached]
+        fut = _start_label(labeller, misses, cfg.workers, verifier) if misses else None
+        inflight.append((chunk, cached, misses, fut))
+    return pos
+
+
+def _take(inflight: _Inflight, cache: LabelCache | None, timing: dict) -> tuple[list[dict], dict[str, Labelled]]:
+    """The oldest in-flight chunk and every label of it, waiting for its fresh labels (which
+    go to the cache); counts them in `timing`."""
+    chunk, labels, misses, fut = inflight.popleft()
+    timing["cached"] += len(labels)
+    if fut is not None:
+        fresh = dict(zip(misses, fut.result()))
+        timing["labelled"] += len(misses)
+        timing["labelled_kept"] += sum(lab.kept for lab in fresh.values())
+        if cache:
+            cache.put(fresh)
+        labels = {**labels, **fresh}
+    return chunk, labels
+
+
+def _keep(chunk: list[dict], labels: dict[str, Labelled], derive, n: int, rows: list[dict], dropped: Counter, bar) -> None:
+    """Append the chunk's labelled molecules to `rows`, in order, until it holds `n`; count
+    the others in `dropped` by reason."""
+    for m in chunk:
+        if len(rows) == n:
+            break
+        lab = derive(labels[m["smiles"]])
+        if not lab.kept:
+            dropped[lab.reason or "unknown"] += 1
+            continue
+        rows.append(
+            {
+                "source": lab.source,
+                "target": lab.target,
+                "smiles": m["smiles"],
+                "inchikey": m["inchikey"],
+                "heavy_atoms": int(m["heavy_atoms"]),
+            }
+        )
+        bar.update(1)
+
+
 def collect(
     mols: pd.DataFrame, n: int, task: Task, cfg: DataConfig, cache: LabelCache | None, *, desc: str
 ) -> tuple[list[dict], Counter, dict]:
     """The first `n` molecules of `mols` (in its order) that the task can label.
 
-    Labels chunk by chunk, one chunk verifying in the background while the next is labelled.
+    Labels chunk by chunk, one chunk verifying in the background while the next is labelled
+    (`_fill` starts chunks, `_take` waits for the oldest, `_keep` keeps its labelled rows).
     A chunk is never much larger than what is still needed, so small requests stay cheap, and
     the result is the same whatever the chunking. Returns rows, drop counts by reason and
     counters for the stats."""
     rows: list[dict] = []
     dropped: Counter = Counter()
     timing = {"labelled": 0, "labelled_kept": 0, "cached": 0, "label_seconds": 0.0}
-    # A derived task (iupac2smiles) labels through its base task and turns the labels around.
-    base = getattr(task, "label_base", None)
-    labeller = get_task(base) if base else task
-    derive = task.from_base if base else (lambda lab: lab)  # type: ignore[attr-defined]
+    labeller, derive = _labeller(task)
     records = mols.to_dict("records")
     pos = 0
-    # (chunk, cached labels, labelled SMILES, future of their labels), in molecule order.
-    inflight: deque[tuple[list[dict], dict[str, Labelled], list[str], Future | None]] = deque()
+    inflight: _Inflight = deque()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(1) as verifier, tqdm(total=n, desc=desc, unit="ex", mininterval=1.0) as bar:
         while len(rows) < n:
-            # Keep PIPELINE_DEPTH chunks in flight, sized by what is still needed assuming
-            # the in-flight ones are all kept (+10% slack for drops).
-            while len(inflight) < PIPELINE_DEPTH and pos < len(records):
-                need = n - len(rows) - sum(len(c) for c, *_ in inflight)
-                if need <= 0:
-                    break
-                chunk = records[pos : pos + min(cfg.chunk_size, math.ceil(need * 1.1) + 8)]
-                pos += len(chunk)
-                smiles = [m["smiles"] for m in chunk]
-                cached = cache.get(smiles) if cache else {}
-                misses = [s for s in dict.fromkeys(smiles) if s not in cached]
-                fut = _start_label(labeller, misses, cfg.workers, verifier) if misses else None
-                inflight.append((chunk, cached, misses, fut))
+            pos = _fill(inflight, records, pos, n - len(rows), labeller, cfg, cache, verifier)
             if not inflight:
                 break
-            chunk, labels, misses, fut = inflight.popleft()
-            timing["cached"] += len(labels)
-            if fut is not None:
-                fresh = dict(zip(misses, fut.result()))
-                timing["labelled"] += len(misses)
-                timing["labelled_kept"] += sum(lab.kept for lab in fresh.values())
-                if cache:
-                    cache.put(fresh)
-                labels = {**labels, **fresh}
-            for m in chunk:
-                if len(rows) == n:
-                    break
-                lab = derive(labels[m["smiles"]])
-                if not lab.kept:
-                    dropped[lab.reason or "unknown"] += 1
-                    continue
-                rows.append(
-                    {
-                        "source": lab.source,
-                        "target": lab.target,
-                        "smiles": m["smiles"],
-                        "inchikey": m["inchikey"],
-                        "heavy_atoms": int(m["heavy_atoms"]),
-                    }
-                )
-                bar.update(1)
+            chunk, labels = _take(inflight, cache, timing)
+            _keep(chunk, labels, derive, n, rows, dropped, bar)
         # Chunks labelled ahead but not needed still go to the cache (a larger n_train uses them).
         for _chunk, _labels, misses, fut in inflight:
             if fut is not None and cache:
@@ -239,36 +271,49 @@ def collect_real(task: Task, cfg: DataConfig, cache: LabelCache | None, *, desc:
     return [{**r, "band": band[r["inchikey"]]} for r in rows], dropped, timing
 
 
-def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) -> dict:
-    """Run the stage for `task`; returns the stats written to stats.json."""
-    cfg: DataConfig = load_section("data", params)
-    t = get_task(task)
+@dataclass
+class Split:
+    """One split's labelled rows, its drops by reason and its labelling counters (`collect`)."""
+
+    rows: list[dict]
+    dropped: Counter
+    timing: dict
+
+
+def load_molecules() -> tuple[pd.DataFrame, Path]:
+    """The molecules stage's molecules in split-hash order, and the file they came from."""
     mol_file = paths.MOLECULES / "molecules.parquet"
     if not mol_file.exists():
         raise FileNotFoundError(f"{mol_file} not found: run `seqtune molecules` (or `dvc repro molecules`) first")
     mols = pd.read_parquet(mol_file)
     # The molecules stage writes hash order already; sorting again makes it a contract here.
-    mols = mols.sort_values(["hash", "inchikey"], kind="stable")
-    tokenizer = _load_tokenizer(cfg.format)
-    labeller = get_task(getattr(t, "label_base", task))
-    version = getattr(labeller, "label_version", "1")
-    cache = LabelCache(paths.LABEL_CACHE / "labels.sqlite", labeller.name, version) if use_cache else None
-    start = time.perf_counter()
+    return mols.sort_values(["hash", "inchikey"], kind="stable"), mol_file
+
+
+def label_splits(task: str, mols: pd.DataFrame, t: Task, cfg: DataConfig, cache: LabelCache | None) -> dict[str, Split]:
+    """Step 1: label train (in `data.sample` order), test, val and real molecules, in that
+    order, through `cache`, which is closed afterwards. Returns them as train, val, test, real."""
     try:
         train_mols = train_order(mols[mols.split == "train"], cfg.sample)
-        train, drop_train, tim_train = collect(train_mols, cfg.n_train, t, cfg, cache, desc=f"{task} train")
-        test, drop_test, tim_test = collect(mols[mols.split == "test"], cfg.n_test, t, cfg, cache, desc=f"{task} test")
+        train = Split(*collect(train_mols, cfg.n_train, t, cfg, cache, desc=f"{task} train"))
+        test = Split(*collect(mols[mols.split == "test"], cfg.n_test, t, cfg, cache, desc=f"{task} test"))
         val_mols = mols[mols.split == "val"]
-        val, drop_val, tim_val = (collect(val_mols, cfg.n_val, t, cfg, cache, desc=f"{task} val")
-                                  if len(val_mols) and cfg.n_val else ([], Counter(), _NO_TIMING))
-        real, drop_real, tim_real = collect_real(t, cfg, cache, desc=f"{task} real")
+        val = Split(*(collect(val_mols, cfg.n_val, t, cfg, cache, desc=f"{task} val")
+                      if len(val_mols) and cfg.n_val else ([], Counter(), _NO_TIMING)))
+        real = Split(*collect_real(t, cfg, cache, desc=f"{task} real"))
     finally:
         if cache:
             cache.close()
-    for name, rows, n in (("train", train, cfg.n_train), ("test", test, cfg.n_test)):
+    return {"train": train, "val": val, "test": test, "real": real}
+
+
+def check_counts(task: str, splits: dict[str, Split], cfg: DataConfig, n_mols: int, mol_file: Path) -> None:
+    """Step 2: an error when train or test is empty, a warning when either is short of its n."""
+    for name, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+        rows = splits[name].rows
         if not rows:
             raise ValueError(
-                f"{task}: no {name} examples could be labelled from {len(mols)} molecules in {mol_file}; "
+                f"{task}: no {name} examples could be labelled from {n_mols} molecules in {mol_file}; "
                 "use more molecules (molecules.max_raw) or check the molecule source"
             )
         if len(rows) < n:
@@ -276,19 +321,40 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
                 "%s: only %d %s examples available (asked for %d); raise molecules.max_raw for more",
                 task, len(rows), name, n,
             )
-    n_molecules = len(train)
+
+
+def render(t: Task, cfg: DataConfig, splits: dict[str, Split], tokenizer) -> int:
+    """Step 3: the train rows' SMILES variants (`data.smiles_variants`, SMILES-input tasks
+    only), then every row's prompt and completion in `data.format`; returns the variants."""
     variants = cfg.smiles_variants if t.source_kind == "smiles" else 1
     if variants > 1:
-        train = with_smiles_variants(train, variants)
-    for r in train + val + test + real:
+        splits["train"].rows = with_smiles_variants(splits["train"].rows, variants)
+    s = splits
+    for r in s["train"].rows + s["val"].rows + s["test"].rows + s["real"].rows:
         r["prompt"] = render_prompt(cfg.format, t, r["source"], tokenizer)
         r["completion"] = render_completion(cfg.format, t, r["target"])
-    seconds = time.perf_counter() - start
-    timings = (tim_train, tim_val, tim_test, tim_real)
+    return variants
+
+
+def _label_counters(splits: dict[str, Split]) -> dict:
+    """stats.json's labelling counters, summed over the splits."""
+    timings = [s.timing for s in splits.values()]  # train, val, test, real
     label_seconds = sum(x["label_seconds"] for x in timings)
-    labelled = sum(x["labelled"] for x in timings)
     kept_fresh = sum(x["labelled_kept"] for x in timings)
-    stats = {
+    return {
+        "labelled": sum(x["labelled"] for x in timings),
+        "from_cache": sum(x["cached"] for x in timings),
+        "label_seconds": round(label_seconds, 2),
+        "pairs_per_s": round(kept_fresh / label_seconds, 1) if label_seconds > 0 else None,
+    }
+
+
+def dataset_stats(task: str, cfg: DataConfig, version: str, splits: dict[str, Split], n_molecules: int, variants: int,
+                  seconds: float) -> dict:
+    """Step 4: stats.json: the settings, counts, drops by reason, lengths, labelling
+    counters, timing and the hashes that identify the train, test, val and real sets."""
+    train, val, test, real = (splits[k].rows for k in ("train", "val", "test", "real"))
+    return {
         "task": task,
         "format": cfg.format,
         "label_version": version,
@@ -303,27 +369,49 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) ->
         "val": len(val),
         "test": len(test),
         "real": dict(sorted(Counter(r["band"] for r in real).items())),
-        "dropped": {name: dict(sorted(d.items())) for name, d in
-                    (("train", drop_train), ("val", drop_val), ("test", drop_test), ("real", drop_real))},
+        "dropped": {name: dict(sorted(s.dropped.items())) for name, s in splits.items()},
         "target_chars": _length_stats([len(r["target"]) for r in train + test]),
         "source_chars": _length_stats([len(r["source"]) for r in train + test]),
-        "labelled": labelled,
-        "from_cache": sum(x["cached"] for x in timings),
-        "label_seconds": round(label_seconds, 2),
-        "pairs_per_s": round(kept_fresh / label_seconds, 1) if label_seconds > 0 else None,
+        **_label_counters(splits),
         "seconds": round(seconds, 2),
         "data_hash": rows_sha256([{k: r[k] for k in COLUMNS} for r in train]),
         "test_hash": rows_sha256([{k: r[k] for k in TEST_SET_FIELDS} for r in test]),
         "val_hash": rows_sha256([{k: r[k] for k in TEST_SET_FIELDS} for r in val]) if val else None,
         "real_hash": rows_sha256([{k: r[k] for k in (*TEST_SET_FIELDS, "band")} for r in real]) if real else None,
     }
+
+
+def write_dataset(task: str, splits: dict[str, Split], stats: dict) -> None:
+    """Step 5: data/datasets/<task>/ atomically: a parquet file per split, then stats.json."""
     with atomic_dir(paths.dataset_dir(task)) as out:
-        for name, rows, cols in (("train", train, COLUMNS), ("val", val, COLUMNS), ("test", test, COLUMNS),
-                                 ("real", real, [*COLUMNS, "band"])):
-            pd.DataFrame(rows, columns=cols).astype({"heavy_atoms": "int64"}).to_parquet(out / f"{name}.parquet", index=False)
+        for name, split in splits.items():
+            cols = [*COLUMNS, "band"] if name == "real" else COLUMNS
+            df = pd.DataFrame(split.rows, columns=cols).astype({"heavy_atoms": "int64"})
+            df.to_parquet(out / f"{name}.parquet", index=False)
         write_json(out / "stats.json", stats)
+
+
+def main(task: str, *, params: Path = DEFAULT_PARAMS, use_cache: bool = True) -> dict:
+    """Run the stage for `task`; returns the stats written to stats.json.
+
+    The steps: `label_splits`, `check_counts`, `render`, `dataset_stats`, `write_dataset`."""
+    cfg: DataConfig = load_section("data", params)
+    t = get_task(task)
+    mols, mol_file = load_molecules()
+    tokenizer = _load_tokenizer(cfg.format)
+    labeller = get_task(getattr(t, "label_base", task))
+    version = getattr(labeller, "label_version", "1")
+    cache = LabelCache(paths.LABEL_CACHE / "labels.sqlite", labeller.name, version) if use_cache else None
+    start = time.perf_counter()
+    splits = label_splits(task, mols, t, cfg, cache)
+    check_counts(task, splits, cfg, len(mols), mol_file)
+    n_molecules = len(splits["train"].rows)
+    variants = render(t, cfg, splits, tokenizer)
+    seconds = time.perf_counter() - start
+    stats = dataset_stats(task, cfg, version, splits, n_molecules, variants, seconds)
+    write_dataset(task, splits, stats)
     log.info(
         "%s: %d train + %d val + %d test examples + %d real molecules (%s format), dropped %s, %.1fs",
-        task, len(train), len(val), len(test), len(real), cfg.format, stats["dropped"], seconds,
+        task, *(len(splits[k].rows) for k in ("train", "val", "test", "real")), cfg.format, stats["dropped"], seconds,
     )
     return stats

@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -244,31 +245,41 @@ def real_bands(rows: Sequence[Mapping], scores: Sequence[Mapping[str, float]], p
     return out
 
 
-def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """Run the stage; returns the metrics written to metrics/<task>.json."""
-    from seqtune.pipeline.generation import Generator
-    from seqtune.pipeline.registry_store import flat_metrics, start_model_run
-    from seqtune.tracking import setup_mlflow
+@dataclass
+class Generated:
+    """What the generation steps produced, for scoring, writing and logging."""
 
-    p = load_params(params)
-    cfg, mcfg = p.evaluate, p.mlflow
-    t = get_task(task)
-    model_dir, card, rows, stats = _load_inputs(task, cfg.n_eval)
-    if cfg.zero_shot_baseline:
-        _require_base_model()  # fail before minutes of generation, not after
-    mlflow = setup_mlflow(mcfg.tracking_uri, mcfg.experiment)  # likewise: a broken store fails now
-    sources = [r["source"] for r in rows]
-    primary = t.primary_metric
-    # `verified` only where the task's check does not itself answer (Task.verified_decoding).
+    outputs: dict[str, list[str]]
+    """Per test item: "model", and GREEDY, RULE, ZERO_SHOT where they ran."""
+    preds: list
+    """The model's `Prediction` per test item (output, verified)."""
+    real_rows: list[dict]
+    real_preds: list
+    seconds: float
+    greedy_seconds: float | None
+    precision: str
+    precision_reason: str
+    answer_vocab: Any
+
+
+def fair_decoding(t, task: str, cfg: EvaluateConfig) -> str:
+    """The decoding that runs: evaluate.decoding, but `verified` only where the task's check
+    does not itself answer (Task.verified_decoding)."""
     decoding = t.decoding_for(cfg.decoding)
     if decoding != cfg.decoding:
         log.info("%s: evaluate.decoding %s is not a fair decoding for this task (its check is the rule-based "
                  "answer): decoding %s", task, cfg.decoding, decoding)
-    log.info("evaluating %s on %d test items (%s decoding)", model_dir, len(rows), decoding)
+    return decoding
+
+
+def generate(task: str, model_dir: Path, sources: list[str], cfg: EvaluateConfig, decoding: str) -> Generated:
+    """Step 1: the fine-tuned model's answers on the test items (and plain greedy's beside
+    verified beams), then on the real molecules; timed for MLflow."""
+    from seqtune.pipeline.generation import Generator
 
     gen = Generator.load(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, precision=cfg.precision,
                          answer_vocab=cfg.answer_vocab)
-    precision, precision_reason, answer_vocab = gen.precision, gen.precision_reason, gen.answer_vocab
+    ran = (gen.precision, gen.precision_reason, gen.answer_vocab)
     t0 = time.perf_counter()
     preds = _predict(gen, sources, decoding=decoding, num_beams=cfg.num_beams, batch_size=cfg.batch_size, desc=task)
     seconds = time.perf_counter() - t0
@@ -287,22 +298,33 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
         log.info("scoring %d real molecules (%s decoding) by band", len(real_rows), decoding)
         real_preds = _predict(gen, [r["source"] for r in real_rows], decoding=decoding, num_beams=cfg.num_beams,
                               batch_size=cfg.batch_size, desc=f"{task} real")
-    del gen
+    return Generated(outputs, preds, real_rows, real_preds, seconds, greedy_seconds, *ran)
+
+
+def generate_baselines(task: str, t, fmt: str, sources: list[str], cfg: EvaluateConfig, outputs: dict[str, list[str]]) -> None:
+    """Step 2: the rule-based tool's answers (where the task has one) and the zero-shot base
+    model's (evaluate.zero_shot_baseline) on the same test items, added to `outputs`."""
     rule = t.baseline(sources)
     if rule is not None:
         outputs[RULE] = [o or "" for o in rule]
     if cfg.zero_shot_baseline:
-        base = _base_generator(task, card["format"], cfg)
+        base = _base_generator(task, fmt, cfg)
         outputs[ZERO_SHOT] = [pr.output for pr in _predict(
             base, sources, decoding="greedy", num_beams=1, batch_size=cfg.batch_size, desc=f"{task} zero-shot")]
         del base
-    scores = {name: t.score_batch(outs, rows) for name, outs in outputs.items()}
 
+
+def compute_metrics(task: str, t, cfg: EvaluateConfig, rows: list[dict], stats: dict, card: dict, decoding: str,
+                    g: Generated, scores: dict[str, list[dict]], real_scores: list[dict]) -> dict[str, Any]:
+    """Step 3: the metrics (metrics/<task>.json) from the per-item scores: the model's means,
+    the test set's hashes, verified decoding's gain over greedy, each baseline's means and
+    the real molecules by band."""
+    primary = t.primary_metric
     metrics: dict[str, Any] = {
         "task": task,
         "n": len(rows),
         "decoding": decoding,
-        "precision": precision,
+        "precision": g.precision,
         "num_beams": cfg.num_beams,
         "max_new_tokens": cfg.max_new_tokens,
         "batch_size": cfg.batch_size,
@@ -314,47 +336,90 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
         "eval_hash": rows_sha256([(r["source"], r["target"]) for r in rows]),
     }
     if decoding == "verified":
-        metrics["verified_rate"] = sum(bool(pr.verified) for pr in preds) / len(preds)
+        metrics["verified_rate"] = sum(bool(pr.verified) for pr in g.preds) / len(g.preds)
         metrics[GREEDY] = mean_metrics(scores[GREEDY])
         metrics["verified_gain"] = metrics[primary] - metrics[GREEDY][primary]
     for name in (RULE, ZERO_SHOT):
         if name in scores:
             metrics[name] = mean_metrics(scores[name])
-    real_scores = t.score_batch([pr.output for pr in real_preds], real_rows) if real_rows else []
-    if real_rows:
+    if g.real_rows:
         # Real molecules no training drew from, by heavy-atom band (stage real_molecules).
-        metrics["real"] = real_bands(real_rows, real_scores, real_preds)
-        metrics["real_hash"] = rows_sha256([(r["source"], r["target"], r["band"]) for r in real_rows])
+        metrics["real"] = real_bands(g.real_rows, real_scores, g.real_preds)
+        metrics["real_hash"] = rows_sha256([(r["source"], r["target"], r["band"]) for r in g.real_rows])
+    return metrics
 
+
+def _baselines(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Each baseline's primary metric (the plots' lines, the last log line)."""
+    return {n: metrics[n][metrics["primary_metric"]] for n in (RULE, ZERO_SHOT) if n in metrics}
+
+
+def write_outputs(task: str, model_dir: Path, cfg: EvaluateConfig, rows: list[dict], g: Generated,
+                  scores: dict[str, list[dict]], real_scores: list[dict], metrics: dict[str, Any]) -> None:
+    """Step 4: per-item predictions, plot data and PNGs, metrics last (`_write_real`, `_write`)."""
     epochs = by_epoch(model_dir)
-    baselines = {n: metrics[n][primary] for n in (RULE, ZERO_SHOT) if n in metrics}
     sizes = by_size([int(r["heavy_atoms"]) for r in rows], {k: v for k, v in scores.items() if k != GREEDY},
-                    cfg.size_buckets, primary)
-    _write_real(task, real_rows, real_preds, real_scores, metrics)
-    _write(task, rows, outputs, scores, preds, metrics, epochs, sizes, baselines)
+                    cfg.size_buckets, metrics["primary_metric"])
+    _write_real(task, g.real_rows, g.real_preds, real_scores, metrics)
+    _write(task, rows, g.outputs, scores, g.preds, metrics, epochs, sizes, _baselines(metrics))
 
+
+def log_to_mlflow(mlflow, task: str, model_dir: Path, cfg: EvaluateConfig, decoding: str, g: Generated,
+                  metrics: dict[str, Any]) -> None:
+    """Step 5: settings, metrics, timings and the written files into the model's training run."""
+    from seqtune.pipeline.registry_store import flat_metrics, start_model_run
+
+    n = metrics["n"]
     with start_model_run(model_dir, run_name=f"evaluate-{task}"):
         # Tags, not params: a re-evaluation with other settings logs into the same training
         # run, and MLflow refuses to change a logged param.
         # evaluate.decoding: the decoding that ran (verified asked of a task it is not fair for ran greedy).
         mlflow.set_tags({f"evaluate.{k}": v for k, v in cfg.model_dump().items()}
-                        | {"evaluate.decoding": decoding, "evaluate.precision": precision,
+                        | {"evaluate.decoding": decoding, "evaluate.precision": g.precision,
                            # why (the verdict behind auto): MLflow only, as it quotes a timing
-                           "evaluate.precision_reason": precision_reason,
+                           "evaluate.precision_reason": g.precision_reason,
                            # the head that ran: the card may record no answer vocabulary
-                           "evaluate.answer_vocab": str(answer_vocab or "full")})
+                           "evaluate.answer_vocab": str(g.answer_vocab or "full")})
         mlflow.log_metrics({f"eval.{k}": v for k, v in flat_metrics(metrics).items()})
         # Timings go to MLflow only: metrics/TASK.json must not change when the same model
         # is evaluated again (DVC outputs, the kill-and-resume test).
-        mlflow.log_metric("eval.items_per_s", len(rows) / max(seconds, 1e-9))
-        if greedy_seconds is not None:
-            mlflow.log_metric("eval.greedy.items_per_s", len(rows) / max(greedy_seconds, 1e-9))
+        mlflow.log_metric("eval.items_per_s", n / max(g.seconds, 1e-9))
+        if g.greedy_seconds is not None:
+            mlflow.log_metric("eval.greedy.items_per_s", n / max(g.greedy_seconds, 1e-9))
         mlflow.log_artifact(str(paths.metrics_path(task)), "evaluation")
         mlflow.log_artifact(str(paths.predictions_path(task)), "evaluation")
         mlflow.log_artifact(str(paths.real_predictions_path(task)), "evaluation")
         mlflow.log_artifacts(str(paths.plots_dir(task)), "evaluation/plots")
-    log.info("%s: %s = %.4f (%s)", task, primary, metrics[primary],
-             ", ".join(f"{n} {v:.4f}" for n, v in baselines.items()) or "no baselines")
+
+
+def main(task: str, *, params: Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Run the stage; returns the metrics written to metrics/<task>.json.
+
+    Inputs and the MLflow store are checked first, then the steps: `generate`,
+    `generate_baselines`, the task's per-item scores, `compute_metrics`, `write_outputs`,
+    `log_to_mlflow`."""
+    from seqtune.tracking import setup_mlflow
+
+    p = load_params(params)
+    cfg, mcfg = p.evaluate, p.mlflow
+    t = get_task(task)
+    model_dir, card, rows, stats = _load_inputs(task, cfg.n_eval)
+    if cfg.zero_shot_baseline:
+        _require_base_model()  # fail before minutes of generation, not after
+    mlflow = setup_mlflow(mcfg.tracking_uri, mcfg.experiment)  # likewise: a broken store fails now
+    sources = [r["source"] for r in rows]
+    decoding = fair_decoding(t, task, cfg)
+    log.info("evaluating %s on %d test items (%s decoding)", model_dir, len(rows), decoding)
+
+    g = generate(task, model_dir, sources, cfg, decoding)
+    generate_baselines(task, t, card["format"], sources, cfg, g.outputs)
+    scores = {name: t.score_batch(outs, rows) for name, outs in g.outputs.items()}
+    real_scores = t.score_batch([pr.output for pr in g.real_preds], g.real_rows) if g.real_rows else []
+    metrics = compute_metrics(task, t, cfg, rows, stats, card, decoding, g, scores, real_scores)
+    write_outputs(task, model_dir, cfg, rows, g, scores, real_scores, metrics)
+    log_to_mlflow(mlflow, task, model_dir, cfg, decoding, g, metrics)
+    log.info("%s: %s = %.4f (%s)", task, t.primary_metric, metrics[t.primary_metric],
+             ", ".join(f"{n} {v:.4f}" for n, v in _baselines(metrics).items()) or "no baselines")
     return metrics
 
 

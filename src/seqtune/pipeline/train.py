@@ -32,6 +32,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from seqtune.pipeline.cards import base_model_card, lineage_tags, warm_start_fro
 from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
 from seqtune.pipeline.generation import MODEL_CARD, native_bf16, pick_device, precision_reason
 from seqtune.pipeline.precision import bf16_verdict
-from seqtune.pipeline.sft_data import Collator, EpochLengthGroupedSampler, answer_token_ids, encode_examples
+from seqtune.pipeline.sft_data import Collator, Encoded, EpochLengthGroupedSampler, answer_token_ids, encode_examples
 from seqtune.pipeline.train_callbacks import GenerationEval, MlflowLogger, SaveAfterEpochEval, epoch_records
 from seqtune.tasks import get_task
 from seqtune.tracking import RESUMED_TAG
@@ -258,78 +259,145 @@ def training_args(cfg: TrainConfig, out: Path, *, device: torch.device, bf16: bo
     )
 
 
-def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Fine-tune the base model on `task`; returns the training summary.
+# ---------------------------------------------------------------------------------------
+# the stage, step by step: setup -> encode -> resume -> track -> build -> train -> save -> finish
 
-    `callbacks`: extra `TrainerCallback`s (tests use one to interrupt a run)."""
-    from transformers import AutoTokenizer
 
-    from seqtune.pipeline.model_files import load_causal_lm
+@dataclass
+class Setup:
+    """What step 1 found and every later step reads: the params, the dataset, the base
+    model's card and the hardware (device, precision, CPU threads)."""
 
+    task: str
+    p: Params
+    stats: dict[str, Any]
+    train_df: pd.DataFrame
+    test_df: pd.DataFrame
+    base: dict[str, Any]
+    device: torch.device
+    bf16: bool
+    reason: str
+    """Why bf16 is what it is (the verdict behind auto): param `precision_reason`."""
+    threads: int
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.p.train
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+
+@dataclass
+class Examples:
+    """Step 2's result: the base model's tokenizer, the encoded train examples, and the
+    validation examples (as rows for the generation eval, encoded for the eval loss)."""
+
+    tokenizer: Any
+    train: Encoded
+    val_df: pd.DataFrame
+    val: Encoded
+
+
+def setup(task: str, params: Path) -> Setup:
+    """Step 1: read the params, the dataset and the base model's card; pick the device, its
+    precision and the CPU threads. An unknown task or a missing dataset fails here."""
     p = load_params(params)
-    cfg = p.train
     get_task(task)  # unknown task -> a clear error before any work
     stats, train_df, test_df = read_dataset(task)
     base = base_model_card(paths.BASE_MODEL)
     device = pick_device()
-    bf16 = use_bf16(cfg.precision, device)
+    bf16 = use_bf16(p.train.precision, device)
     # Why: where auto chose fp32 on a CPU oneDNN calls bf16-capable, the run says so.
-    reason = precision_reason(cfg.precision, "bf16" if bf16 else "fp32", device)
-    threads = set_threads(device)
+    reason = precision_reason(p.train.precision, "bf16" if bf16 else "fp32", device)
+    return Setup(task, p, stats, train_df, test_df, base, device, bf16, reason, set_threads(device))
 
+
+def encode_data(s: Setup) -> Examples:
+    """Step 2: tokenize the train split (examples over train.max_length dropped, with a
+    warning; an error when none is left) and the first train.val_size validation examples."""
+    from transformers import AutoTokenizer
+
+    cfg, train_df = s.cfg, s.train_df
     tokenizer = AutoTokenizer.from_pretrained(paths.BASE_MODEL)
     enc = encode_examples(tokenizer, train_df.prompt.tolist(), train_df.completion.tolist(), cfg.max_length)
     if not enc.rows:
         raise ValueError(f"all {len(train_df)} training examples are longer than train.max_length={cfg.max_length} tokens: raise it")
     if enc.dropped:
         log.warning("%d of %d training examples exceed train.max_length=%d tokens: dropped", enc.dropped, len(train_df), cfg.max_length)
-    val_df = validation_set(task, test_df).head(cfg.val_size)
+    val_df = validation_set(s.task, s.test_df).head(cfg.val_size)
     val_enc = encode_examples(tokenizer, val_df.prompt.tolist(), val_df.completion.tolist(), cfg.max_length)
+    return Examples(tokenizer, enc, val_df, val_enc)
 
-    ckpt_dir = paths.checkpoint_dir(task)
-    fp = fingerprint(task, cfg, stats, base)
-    args = training_args(cfg, ckpt_dir, device=device, bf16=bf16, evaluate=bool(val_enc.rows))
+
+def agree_resume(ckpt_dir: Path, fp: str, args: TrainingArguments) -> tuple[Path | None, str | None]:
+    """Step 3: the checkpoint every rank resumes from (None: a fresh start) and, on rank 0,
+    the MLflow run id it belongs to (`resume_point`)."""
     rank0 = args.process_index == 0
     # Rank 0 decides (and may clear a stale folder) before the others look.
     resume, run_id = resume_point(ckpt_dir, fp) if rank0 else (None, None)
     args.distributed_state.wait_for_everyone()
     if not rank0 and ckpt_dir.exists():
         resume = last_checkpoint(ckpt_dir)
+    return resume, run_id
 
-    client = None
-    if rank0:
-        extra = {"task": task, "format": stats["format"], "data_hash": stats["data_hash"], "test_hash": stats["test_hash"],
-                 "base_model.source": str(base.get("source")), "base_model.weights_sha256": str(base.get("weights_sha256")),
-                 "base_model.params": str(base.get("params")),
-                 # A warm start's lineage: which registered version (and run) it continued.
-                 **lineage_tags(base),
-                 "git_rev": git_rev(), "device": device.type, "bf16": str(bf16), "train_examples": str(len(enc.rows)),
-                 "precision_reason": reason,  # why bf16 is what it is (the verdict behind auto)
-                 "dropped_too_long": str(enc.dropped)}
-        client, run_id = open_run(p, task, run_id, extra)
-        if resume:
-            # The Trainer's train_runtime then counts only the time after the resume; the
-            # report marks such runs instead of quoting a wrong total.
-            before = client.get_run(run_id).data.tags.get(RESUMED_TAG)
-            client.set_tag(run_id, RESUMED_TAG, ",".join(filter(None, [before, resume.name[11:]])))
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_json(ckpt_dir / FINGERPRINT, {"fingerprint": fp, "run_id": run_id, "task": task})
-    log.info("training %s on %s (%s, %d threads, %s): %d examples (%d too long, dropped), run %s%s",
-             task, base.get("name"), device.type, threads, "bf16" if bf16 else "fp32", len(enc.rows), enc.dropped,
-             run_id, f", resuming from {resume.name}" if resume else "")
 
+def run_params(s: Setup, ex: Examples) -> dict[str, str]:
+    """The MLflow params beside params.yaml's: the data, the base model and its lineage, the
+    code revision and the hardware."""
+    stats, base = s.stats, s.base
+    return {"task": s.task, "format": stats["format"], "data_hash": stats["data_hash"], "test_hash": stats["test_hash"],
+            "base_model.source": str(base.get("source")), "base_model.weights_sha256": str(base.get("weights_sha256")),
+            "base_model.params": str(base.get("params")),
+            # A warm start's lineage: which registered version (and run) it continued.
+            **lineage_tags(base),
+            "git_rev": git_rev(), "device": s.device.type, "bf16": str(s.bf16), "train_examples": str(len(ex.train.rows)),
+            "precision_reason": s.reason,  # why bf16 is what it is (the verdict behind auto)
+            "dropped_too_long": str(ex.train.dropped)}
+
+
+def start_tracking(s: Setup, ex: Examples, ckpt_dir: Path, fp: str, resume: Path | None,
+                   run_id: str | None) -> tuple[Any, str]:
+    """Step 4, rank 0 only: (client, run id) of the MLflow run, re-opened on resume, with
+    every param logged; a resumed run is tagged, and the checkpoint folder gets the
+    fingerprint that ties its checkpoints to this training and run."""
+    client, run_id = open_run(s.p, s.task, run_id, run_params(s, ex))
+    if resume:
+        # The Trainer's train_runtime then counts only the time after the resume; the
+        # report marks such runs instead of quoting a wrong total.
+        before = client.get_run(run_id).data.tags.get(RESUMED_TAG)
+        client.set_tag(run_id, RESUMED_TAG, ",".join(filter(None, [before, resume.name[11:]])))
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_json(ckpt_dir / FINGERPRINT, {"fingerprint": fp, "run_id": run_id, "task": s.task})
+    return client, run_id
+
+
+def build_trainer(s: Setup, ex: Examples, args: TrainingArguments, client, run_id: str | None,
+                  callbacks: Sequence[Any]) -> tuple[_Trainer, MlflowLogger]:
+    """Step 5: the base model (LoRA-wrapped for train.method: lora) in a `_Trainer` with the
+    MLflow logger, the per-epoch generation eval, saving after it, and `callbacks`."""
+    from seqtune.pipeline.model_files import load_causal_lm
+
+    cfg, tokenizer = s.cfg, ex.tokenizer
     model = load_causal_lm(paths.BASE_MODEL, dtype=torch.float32)
     if cfg.method == "lora":
         model = apply_lora(model, cfg.lora)
     logger = MlflowLogger(client, run_id)
-    gen_cb = GenerationEval(tokenizer=tokenizer, task=task, fmt=stats["format"], examples=val_df.to_dict("records"),
-                            max_new_tokens=enc.max_completion_tokens, batch_size=cfg.batch_size, logger=logger)
+    gen_cb = GenerationEval(tokenizer=tokenizer, task=s.task, fmt=s.stats["format"], examples=ex.val_df.to_dict("records"),
+                            max_new_tokens=ex.train.max_completion_tokens, batch_size=cfg.batch_size, logger=logger)
     trainer = _Trainer(
-        model=model, args=args, train_dataset=enc.rows, eval_dataset=val_enc.rows or None,
+        model=model, args=args, train_dataset=ex.train.rows, eval_dataset=ex.val.rows or None,
         data_collator=Collator(tokenizer.pad_token_id), processing_class=tokenizer,
-        callbacks=[logger, gen_cb, SaveAfterEpochEval(), *callbacks], lengths=[r["length"] for r in enc.rows],
+        callbacks=[logger, gen_cb, SaveAfterEpochEval(), *callbacks], lengths=[r["length"] for r in ex.train.rows],
         completion_only_logits=cfg.completion_only_logits,
     )
+    return trainer, logger
+
+
+def run_training(trainer: _Trainer, resume: Path | None, client, run_id: str | None) -> None:
+    """Step 6: the training loop, from `resume` when there is one. A run that fails or is
+    interrupted is marked FAILED or KILLED in MLflow before the error goes on."""
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except BaseException as e:
@@ -337,27 +405,62 @@ def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] =
             client.set_terminated(run_id, status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
 
+
+def summarise(s: Setup, ex: Examples, trainer: _Trainer, logger: MlflowLogger, resume: Path | None,
+              run_id: str | None) -> dict[str, Any]:
+    """Step 7: the training summary (training_summary.json, and main's return value)."""
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
-    summary = {
-        "task": task, "method": cfg.method, "base_model": base.get("name"), "format": stats["format"],
-        "device": device.type, "precision": "bf16" if bf16 else "fp32",
-        "precision_reason": reason, "threads": threads, "world_size": args.world_size,
-        "train_examples": len(enc.rows), "dropped_too_long": enc.dropped, "val_examples": len(val_enc.rows),
-        "epochs": cfg.epochs, "steps": trainer.state.global_step,
+    return {
+        "task": s.task, "method": s.cfg.method, "base_model": s.base.get("name"), "format": s.stats["format"],
+        "device": s.device.type, "precision": s.precision,
+        "precision_reason": s.reason, "threads": s.threads, "world_size": trainer.args.world_size,
+        "train_examples": len(ex.train.rows), "dropped_too_long": ex.train.dropped, "val_examples": len(ex.val.rows),
+        "epochs": s.cfg.epochs, "steps": trainer.state.global_step,
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
         "eval_loss": evals[-1] if evals else None, "tokens_seen": trainer.state.num_input_tokens_seen,
         "train_seconds": round(logger.busy_seconds, 2),
         "tokens_per_s": logger.tokens_per_s(trainer.state),
         "resumed_from_step": int(resume.name[11:]) if resume else None, "run_id": run_id,
     }
-    card = {"task": task, "format": stats["format"], "base_model": base.get("name"), "data_hash": stats["data_hash"],
-            "test_hash": stats["test_hash"], "method": cfg.method, "warm_start_from": warm_start_from(base),
+
+
+def model_card(s: Setup, ex: Examples) -> dict[str, Any]:
+    """The model folder's seqtune.json: what evaluation, registry and serving read."""
+    stats = s.stats
+    return {"task": s.task, "format": stats["format"], "base_model": s.base.get("name"), "data_hash": stats["data_hash"],
+            "test_hash": stats["test_hash"], "method": s.cfg.method, "warm_start_from": warm_start_from(s.base),
             # The tokens it learned to answer with: generation's LM head computes only these rows.
-            "answer_token_ids": answer_token_ids(enc.rows)}
-    save_model(trainer, tokenizer, cfg.method, paths.model_dir(task), rank0,
-               {MODEL_CARD: card, "training_summary.json": summary, "epochs.json": epoch_records(history)}, run_id)
+            "answer_token_ids": answer_token_ids(ex.train.rows)}
+
+
+def main(task: str, *, params: Path = DEFAULT_PARAMS, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Fine-tune the base model on `task`; returns the training summary.
+
+    `callbacks`: extra `TrainerCallback`s (tests use one to interrupt a run). The steps, in
+    order: `setup`, `encode_data`, `agree_resume`, `start_tracking` (rank 0), `build_trainer`,
+    `run_training`, `summarise`, `save_model`, then the run is marked finished."""
+    s = setup(task, params)
+    ex = encode_data(s)
+    ckpt_dir = paths.checkpoint_dir(task)
+    fp = fingerprint(task, s.cfg, s.stats, s.base)
+    args = training_args(s.cfg, ckpt_dir, device=s.device, bf16=s.bf16, evaluate=bool(ex.val.rows))
+    rank0 = args.process_index == 0
+    resume, run_id = agree_resume(ckpt_dir, fp, args)
+    client = None
+    if rank0:
+        client, run_id = start_tracking(s, ex, ckpt_dir, fp, resume, run_id)
+    log.info("training %s on %s (%s, %d threads, %s): %d examples (%d too long, dropped), run %s%s",
+             task, s.base.get("name"), s.device.type, s.threads, s.precision, len(ex.train.rows), ex.train.dropped,
+             run_id, f", resuming from {resume.name}" if resume else "")
+
+    trainer, logger = build_trainer(s, ex, args, client, run_id, callbacks)
+    run_training(trainer, resume, client, run_id)
+    summary = summarise(s, ex, trainer, logger, resume, run_id)
+    files = {MODEL_CARD: model_card(s, ex), "training_summary.json": summary,
+             "epochs.json": epoch_records(trainer.state.log_history)}
+    save_model(trainer, ex.tokenizer, s.cfg.method, paths.model_dir(task), rank0, files, run_id)
     if rank0:
         client.set_terminated(run_id, status="FINISHED")
         log.info("%s: loss %.3f -> %.3f over %d steps; model in %s", task, summary["first_loss"] or float("nan"),

@@ -174,3 +174,33 @@ def test_a_lock_released_while_the_store_reports_the_conflict_is_retried(client,
     with registry_lock(client, NAME, by="me", wait_s=5, stale_s=600):
         assert held(client)
     assert calls["n"] == 2 and not held(client)
+
+
+def test_an_undecided_version_found_under_the_lock_is_decided_there(client, params_file, tmp_path, monkeypatch,
+                                                                     lively_model_dir):
+    """Another register created a version of the same folder while this one uploaded, then died
+    before deciding: found under the lock, the version is decided right there. (The lock is not
+    reentrant: taking it a second time waited out register.lock_wait_s on itself, then failed.)"""
+    import shutil
+
+    from seqtune.pipeline import registry
+
+    monkeypatch.chdir(tmp_path)
+    params = params_file({"tasks": ["smiles2formula"], "register": {"lock_wait_s": 2}})
+    model = tmp_path / "model"
+    shutil.copytree(lively_model_dir, model)
+    (model / "seqtune.json").write_text(json.dumps({"task": "smiles2formula", "format": "plain", "base_model": "tiny",
+                                                    "data_hash": "d", "test_hash": "t", "method": "full"}))
+    metrics = {"primary_metric": "exact_match", "exact_match": 0.5, "test_hash": "t", "n": 2}
+    real_upload = registry._upload
+
+    def upload_while_another_registers_and_dies(mlflow, name, model_dir, scores, run_id):
+        info = real_upload(mlflow, name, model_dir, scores, run_id)
+        mlflow.register_model(info.model_uri, name, tags=registry._version_tags("smiles2formula", model_dir, scores))
+        return info
+
+    monkeypatch.setattr(registry, "_upload", upload_while_another_registers_and_dies)
+    res = registry.register_model("smiles2formula", model, metrics, params=params)
+    assert (res.version, res.created, res.promoted, res.champion) == (1, False, True, 1)
+    assert "undecided until now" in res.reason and not held(client)
+    assert len(client.search_model_versions(f"name='{NAME}'")) == 1

@@ -5,13 +5,20 @@
 The folder (safetensors + tokenizer + seqtune.json) travels as the artifact `hf_model`, and
 `predict` goes through `seqtune.pipeline.generation.Generator`, the same code evaluation and the
 service use, so the registered model answers exactly like the folder that was scored.
-Loading it needs the `seqtune` package importable (the class is pickled by reference; models
-registered before the package layout name `seqtune.pyfunc`, an alias of this module's class).
+
+The model is logged as code (MLflow "models from code"), never pickled: the version holds
+`pyfunc_model.py` (MODEL_CODE), which MLflow runs on load and which names `SeqtuneModel` from
+the installed `seqtune` package. Versions registered before that hold a cloudpickle of the
+class (by reference; those from before the package layout name `seqtune.pyfunc`, an alias of
+this module's class). `load_model` is seqtune's own loader (`seqtune predict` without --url):
+it refuses such a pickle unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true is set, and any
+version whose code is not MODEL_CODE (docs/security.md).
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -24,6 +31,11 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 from seqtune.pipeline.model_files import HF_MODEL_KEY, hf_model_folder  # noqa: E402,F401 (re-exported)
+
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+"""The models-from-code file logged as `python_model`: MLflow copies it into each version and runs it on load."""
+ALLOW_PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+"""MLflow's own switch (default true there); `load_model` loads a pickled version only when it is set to true."""
 
 # What loading the model needs. Pinned to the versions installed here; listed explicitly
 # because MLflow's inference of requirements imports the model and then fails looking for
@@ -117,16 +129,111 @@ def log_model(
     num_beams: int = 4,
     model_config: Mapping[str, Any] | None = None,
 ):
-    """Log `model_dir` as a pyfunc model into the active run; returns MLflow's ModelInfo."""
+    """Log `model_dir` as a pyfunc model (from code: MODEL_CODE, no pickle) into the active
+    run; returns MLflow's ModelInfo."""
     with warnings.catch_warnings():
         # An input example would make MLflow load the model and generate at log time (slow for
         # a real model); the explicit signature already documents the input.
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=SeqtuneModel(),
+            python_model=str(MODEL_CODE),
             artifacts={HF_MODEL_KEY: str(Path(model_dir).resolve())},
             pip_requirements=pip_requirements(),
             signature=signature(decoding, num_beams),
             model_config=dict(model_config or {}),
         )
+
+
+CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
+"""MLmodel's `loader_module` for a model from code (PICKLE_LOADER: a cloudpickled PythonModel)."""
+PICKLE_LOADER = "mlflow.pyfunc.model"
+
+
+def _pyfunc_flavor(mlflow_model_dir: Path | str) -> dict[str, Any]:
+    import yaml
+
+    meta = yaml.safe_load((Path(mlflow_model_dir) / "MLmodel").read_text()) or {}
+    return meta.get("flavors", {}).get("python_function", {}) or {}
+
+
+def pickled_class(mlflow_model_dir: Path | str) -> str | None:
+    """The pickle a downloaded pyfunc model loads its class from (`python_model.pkl` for
+    versions registered before models from code), or None when it is logged as code."""
+    flavor = _pyfunc_flavor(mlflow_model_dir)
+    if flavor.get("model_code_path") or flavor.get("loader_module") != PICKLE_LOADER:
+        return None
+    return str(flavor.get("python_model") or "python_model.pkl")
+
+
+def _code(text: str) -> str:
+    """A module's code, its docstring aside: a prose edit of MODEL_CODE keeps old versions loadable."""
+    import ast
+
+    body = ast.parse(text).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    return ast.dump(ast.Module(body=body, type_ignores=[]))
+
+
+def foreign_code(mlflow_model_dir: Path | str) -> str | None:
+    """Why loading a downloaded pyfunc model would run code other than seqtune's own, or None:
+    seqtune's versions run MODEL_CODE (the same code, docstring aside) through MLflow's
+    code-model loader and ship nothing for sys.path."""
+    flavor = _pyfunc_flavor(mlflow_model_dir)
+    if flavor.get("loader_module") != CODE_LOADER:
+        return f"its MLmodel loads it with {flavor.get('loader_module')!r}, not {CODE_LOADER!r}"
+    if flavor.get("code"):
+        return f"it ships code that MLflow puts on sys.path ({flavor['code']!r})"
+    name = Path(str(flavor.get("model_code_path") or "")).name
+    code = Path(mlflow_model_dir) / name
+    if not name or not code.is_file():
+        return f"its model code file {name or '(none named)'} is missing"
+    try:
+        same = _code(code.read_bytes().decode()) == _code(MODEL_CODE.read_text())
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        same = False
+    return None if same else f"its {name} is not seqtune's {MODEL_CODE.name} (src/seqtune/pipeline)"
+
+
+def _pickle_allowed() -> bool:
+    from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
+
+    # Explicitly set only: MLflow's default (true) is not a decision to unpickle the registry.
+    return MLFLOW_ALLOW_PICKLE_DESERIALIZATION.is_set() and MLFLOW_ALLOW_PICKLE_DESERIALIZATION.get()
+
+
+def check_loadable(uri: str, mlflow_model_dir: Path | str) -> None:
+    """RuntimeError unless loading the downloaded version `uri` runs only seqtune's code: its
+    pickle is refused unless ALLOW_PICKLE_ENV is true, any other code always."""
+    pickle_file = pickled_class(mlflow_model_dir)
+    if pickle_file is not None:
+        if _pickle_allowed():
+            return
+        raise RuntimeError(
+            f"{uri} holds a pickled model class ({pickle_file}: registered before seqtune logged models "
+            "as code), and seqtune does not unpickle what the registry holds. Register it again as code: "
+            "`seqtune register` logs data/models/TASK as code, and when that folder is this champion's "
+            "model the new version takes over the alias. Or, if you trust everyone who can write this "
+            f"registry, load it anyway with {ALLOW_PICKLE_ENV}=true (docs/security.md)."
+        )
+    why = foreign_code(mlflow_model_dir)
+    if why is not None:
+        raise RuntimeError(
+            f"refusing to load {uri}: {why}, so loading it would run code from the registry. seqtune "
+            "loads only versions that run its own model code, as `seqtune register` logs them; this one was "
+            f"changed or logged otherwise (ask who can write the registry). Read it with `mlflow artifacts "
+            f"download -u {uri}`; mlflow.pyfunc.load_model() would run it as it is (docs/security.md)."
+        )
+
+
+def load_model(uri: str, *, model_config: Mapping[str, Any] | None = None):
+    """`mlflow.pyfunc.load_model(uri)` for seqtune's versions: downloads once, checks that copy
+    (`check_loadable`), loads it. The files checked are the files loaded: nothing can be
+    swapped in between."""
+    with tempfile.TemporaryDirectory(prefix="seqtune-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        check_loadable(uri, local)
+        # Loaded into memory by load_context (Generator.load): the download can go afterwards.
+        return mlflow.pyfunc.load_model(local, model_config=dict(model_config or {}))

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 HISTORY_TAG = "alias_history"
 """Registered-model tag: JSON list of alias moves {version, previous, at, by, reason}."""
+LOGGED_AS_TAG = "logged_as"
+"""Version tag: `code` on a version whose model is logged as code (MLflow models from code, no
+pickle: seqtune.pipeline.pyfunc_model). Versions registered before that lack it: their model
+class is a cloudpickle, which seqtune's loader refuses by default."""
+LOGGED_AS_CODE = "code"
 RUN_ID_FILE = "run_id"
 """File in a model folder holding the MLflow run id of its training."""
 # Files that describe a training run rather than the model: excluded from the content hash
@@ -70,6 +75,19 @@ def get_version(client, name: str, version: int):
         f"{name} has no version {version}; registered versions: {known or 'none'} "
         "(see `seqtune registry show TASK`)"
     )
+
+
+def logged_as_code(mv) -> bool:
+    """True for a version logged as code (no pickle), by its LOGGED_AS_TAG."""
+    return (mv.tags or {}).get(LOGGED_AS_TAG) == LOGGED_AS_CODE
+
+
+def replaces_pickle(new, old) -> bool:
+    """True when `new` is `old`'s model (same content hash) logged as code and `old` is a pickle:
+    moving the alias from `old` to `new` changes how the model loads, not what it answers."""
+    digest = (new.tags or {}).get("content_hash")
+    same = bool(digest) and digest == (old.tags or {}).get("content_hash")
+    return same and logged_as_code(new) and not logged_as_code(old)
 
 
 # ---------------------------------------------------------------------------------------

@@ -143,23 +143,24 @@ def _remote(task: str, inputs: list[str], url: str, timeout: float) -> list[dict
 
 
 def _local(task: str, inputs: list[str], params: Path | str) -> list[dict[str, Any]]:
-    from seqtune.pipeline import registry
+    from seqtune.pipeline import pyfunc, registry
 
     uri = registry.champion_uri(task, params=params)  # RuntimeError with a hint when none
     mv = registry.champion(task, params=params)
-    import mlflow
+    name = registry.model_name(task, params=params)
 
     cfg = load_params(params).serve
     log.info("loading %s (v%s, precision %s)", uri, mv.version, cfg.precision)
     # The service's precision and LM head, so `predict` without --url answers as the service would.
     # (Versions registered before 2026-12-06 evening log no precision key: MLflow ignores the override
-    # there, with a warning, and they load `auto`.)
-    generator = mlflow.pyfunc.load_model(uri, model_config={"precision": cfg.precision, "answer_vocab": cfg.answer_vocab}
-                                         ).unwrap_python_model().generator
+    # there, with a warning, and they load `auto`.) The version read above, not the alias again: the
+    # answers are labelled with it. seqtune's loader refuses a pickled version (docs/security.md).
+    generator = pyfunc.load_model(f"models:/{name}/{mv.version}",
+                                  model_config={"precision": cfg.precision, "answer_vocab": cfg.answer_vocab}
+                                  ).unwrap_python_model().generator
     generator.max_new_tokens = cfg.max_new_tokens  # answer as the service would
     results = predict_items(generator, inputs, decoding=cfg.decoding_for(task), num_beams=cfg.num_beams,
                             max_input_length=cfg.max_input_length)
-    name = registry.model_name(task, params=params)
     return [{**r, "model": name, "version": str(mv.version)} for r in results]
 
 

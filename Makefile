@@ -31,12 +31,21 @@ export GIT_COMMITTER_EMAIL ?= seqtune@localhost
 
 .PHONY: install run specialist test test-fast serve bento image bench clean java tracking
 
+# Every package comes from requirements.lock in pip's hash-checking mode (--require-hashes):
+# a file whose sha256 the lock does not list is refused, and so is a package it does not pin.
+# seqtune itself goes in last with --no-deps and without build isolation (setuptools is in
+# the lock), so nothing unhashed is fetched on the way (docs/security.md, Supply chain).
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	# pip first, the lock's pip entry as a requirements file (the venv's own pip takes hashes
+	# from requirements files only); from then on hashes in the lock bind as constraints too.
+	$(PY) -m pip install -q --require-hashes -r <(awk '/^[^ #]/{p=/^pip==/} p' requirements.lock)
+	# torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build. The lock pins
+	# the CPU wheel on this machine's disk (2.13.0+cpu) by its sha256, and torch's dependencies.
+	$(PY) -m pip install -q --require-hashes -c requirements.lock torch
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e '.[dev,bench]'
+	$(PY) -m pip check
 	touch $@
 
 install: $(VENV)/.installed java

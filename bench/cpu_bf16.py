@@ -19,7 +19,8 @@ a measured matmul, cached per machine) with its reason. Then, measured here and 
 
 Each comparison runs `--repeats` alternating rounds (fp32, bf16, fp32, bf16, ...), so a burst
 of other work slows a round of each rather than one side; the median and the min-max spread
-are printed. So is the load average: other work on the cores skews the figures.
+are printed. So is the load average: other work on the cores skews the figures. Writes the
+figures to reports/bench/cpu_bf16.json (`common.write_result`; the verdict in its config).
 """
 
 from __future__ import annotations
@@ -38,31 +39,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import REPO, alternate, model_label, spread, write_result  # noqa: E402
+
 sys.path.insert(0, str(REPO / "src"))
 
 PROMPTS = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "CCn1ccnc1", "CC(C)Cc1ccc(C)cc1", "OC(=O)CCl",
            "CN1CCC(CC1)O", "Brc1ccsc1"]
 
 
-def spread(xs: list[float], fmt: str = "{:.2f}") -> str:
+def text(xs: list[float], fmt: str = "{:.2f}") -> str:
     """'median (min-max)' of one side's rounds."""
     return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
 
 
-def alternate(sides: dict, repeats: int) -> dict[str, list[float]]:
-    """Each side's timings (s) over `repeats` rounds, the sides taking turns within a round;
-    `sides` maps a name to a zero-argument function that does one timed unit of work."""
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(repeats):
-        for name, work in sides.items():
-            t = time.perf_counter()
-            work()
-            times[name].append(time.perf_counter() - t)
-    return times
-
-
-def matmuls(m: int, k: int, n: int, repeats: int) -> None:
+def matmuls(m: int, k: int, n: int, repeats: int) -> dict:
     """fp32 vs bf16 at one shape: ms per matmul and GFLOP/s, median and spread of the rounds."""
     a, b = torch.randn(m, k), torch.randn(k, n)
     pairs = {"fp32": (a, b), "bf16": (a.bfloat16(), b.bfloat16())}
@@ -82,12 +73,16 @@ def matmuls(m: int, k: int, n: int, repeats: int) -> None:
     times = alternate({name: unit(*xy) for name, xy in pairs.items()}, repeats)
     ms = {name: [s / reps * 1000 for s in ts] for name, ts in times.items()}
     flop = 2 * m * k * n
-    line = ", ".join(f"{name} {spread(v)} ms ({flop / statistics.median(v) / 1e6:.0f} GFLOP/s)" for name, v in ms.items())
+    line = ", ".join(f"{name} {text(v)} ms ({flop / statistics.median(v) / 1e6:.0f} GFLOP/s)" for name, v in ms.items())
     ratios = [b16 / f32 for f32, b16 in zip(ms["fp32"], ms["bf16"])]
-    print(f"matmul {m}x{k}@{k}x{n}, {reps} per round: {line}; bf16/fp32 time {spread(ratios)}x")
+    print(f"matmul {m}x{k}@{k}x{n}, {reps} per round: {line}; bf16/fp32 time {text(ratios)}x")
+    shape = f"matmul_{m}x{k}@{k}x{n}"
+    return {**{f"{shape}.{name}_ms": spread(v) for name, v in ms.items()},
+            **{f"{shape}.{name}_gflop_per_s": round(flop / statistics.median(v) / 1e6, 1) for name, v in ms.items()},
+            f"{shape}.bf16_over_fp32_time": spread(ratios)}
 
 
-def generation(folder: Path, max_new_tokens: int, repeats: int) -> None:
+def generation(folder: Path, max_new_tokens: int, repeats: int) -> dict:
     """Greedy items/s in fp32, bf16 autocast and bf16 weights, and outputs equal to fp32's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -117,12 +112,19 @@ def generation(folder: Path, max_new_tokens: int, repeats: int) -> None:
         with ctx():
             gen.generate(PROMPTS[:1])
     times = alternate({name: unit(name, *side) for name, side in sides.items()}, repeats)
+    figures = {}
     for name, ts in times.items():
         same = sum(x == y for x, y in zip(outs[name], outs["fp32"]))
         rel = [t / t32 for t, t32 in zip(ts, times["fp32"])]
         print(f"generate {len(PROMPTS)} items x <= {max_new_tokens} tokens, {name}: "
-              f"{spread([len(PROMPTS) / t for t in ts])} items/s, time vs fp32 {spread(rel)}x, "
+              f"{text([len(PROMPTS) / t for t in ts])} items/s, time vs fp32 {text(rel)}x, "
               f"outputs as fp32's {same}/{len(PROMPTS)}")
+        key = "generate." + name.replace(" ", "_")
+        figures[f"{key}.items_per_s"] = spread([len(PROMPTS) / t for t in ts])
+        if name != "fp32":
+            figures[f"{key}.time_over_fp32"] = spread(rel)
+            figures[f"{key}.outputs_as_fp32"] = same
+    return figures
 
 
 def main() -> None:
@@ -149,14 +151,23 @@ def main() -> None:
     print(f"oneDNN says bf16 supported: {onednn}")
     print(f"verdict (precision: auto): native bf16 {verdict.native}: {verdict.reason} "
           f"[cache {precision.cache_dir() / precision.CACHE_FILE}]")
+    figures = {}
     for m, k, n in precision.SHAPES:
-        matmuls(m, k, n, a.repeats)
+        figures.update(matmuls(m, k, n, a.repeats))
 
     folder = REPO / "data" / "base_model" if a.model == "base" else build_tiny(Path(tempfile.mkdtemp()) / "tiny")
     if not (Path(folder) / "config.json").exists():
         sys.exit(f"{folder} has no model: run `dvc repro base_model` or pass --model tiny")
-    generation(Path(folder), a.max_new_tokens, a.repeats)
+    figures.update(generation(Path(folder), a.max_new_tokens, a.repeats))
     print("load average (1/5/15 min): %.2f %.2f %.2f" % os.getloadavg())
+    m, k, n = precision.SHAPES[0]
+    write_result("cpu_bf16", figures, headline=[f"matmul_{m}x{k}@{k}x{n}.bf16_over_fp32_time",
+                                               "generate.bf16_weights.time_over_fp32"], config={
+        "verdict_native_bf16": verdict.native, "verdict_reason": verdict.reason, "verdict_speedup": verdict.speedup,
+        "onednn_says_bf16": onednn, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "model": "tiny (random)" if a.model == "tiny" else model_label(folder), "prompts": len(PROMPTS),
+        "max_new_tokens": a.max_new_tokens, "repeats": a.repeats, "threads": torch.get_num_threads(),
+        "remeasured": a.remeasure})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,12 @@ native). Paths:
   never lies outside that set (counted: "same outputs");
 - static+compile+trimmed: both.
 Prints p50/p90 seconds per request, ms per generated token, and how many outputs equal the
-eager path's (a path that changes answers is not free). Prints the load averages before/after.
+eager path's (a path that changes answers is not free). Every path is warmed (and compiled)
+first, then the paths answer all requests in `--repeats` alternating rounds, so a burst of
+other work slows a round of each rather than one path: p50 is each round's median request,
+printed and written as the median and min-max over rounds, with each path's speed-up over
+eager round by round, to reports/bench/decode_paths.json (`common.write_result`). Prints the
+load averages before/after.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
-from common import REPO, answer_token_ids, molecules  # noqa: E402
+from common import REPO, answer_token_ids, model_label, molecules, spread, write_result  # noqa: E402
 
 sys.path.insert(0, str(REPO / "src"))
 
@@ -103,6 +108,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds of the paths")
     a = ap.parse_args()
     if not (a.model / "seqtune.json").exists():
         sys.exit(f"{a.model} is not a seqtune model folder: train one (make run) or pass --model")
@@ -127,25 +133,51 @@ def main() -> None:
         "static+compile+trimmed": Decoder(gen.model, eos, a.max_new_tokens, static=True, head_ids=head_ids),
     }
     print(f"{'path':>22} {'first s':>8} {'p50 s':>7} {'p90 s':>7} {'ms/token':>8} {'same outputs':>12}")
-    reference = None
+    figures: dict = {}
     with torch.inference_mode():
+        first: dict[str, float] = {}
         for name, decode in paths.items():
             t = time.perf_counter()
             for s in warm:  # the first call compiles
                 decode(gen.tokenizer(gen.prompts([s]), return_tensors="pt")["input_ids"])
-            first = time.perf_counter() - t
-            times, outs = [], []
-            for ids in prompts:
-                t = time.perf_counter()
-                outs.append(decode(ids))
-                times.append(time.perf_counter() - t)
-            reference = reference or outs
-            tokens = sum(len(o) + 1 for o in outs)
-            q = statistics.quantiles(times, n=10)
-            print(f"{name:>22} {first:>8.1f} {statistics.median(times):>7.3f} {q[-1]:>7.3f} "
-                  f"{1000 * sum(times) / tokens:>8.1f} {sum(x == y for x, y in zip(outs, reference)):>6}/{len(outs)}")
+            first[name] = time.perf_counter() - t
+        times: dict[str, list[list[float]]] = {name: [] for name in paths}
+        outs: dict[str, list] = {}
+        for _ in range(a.repeats):
+            for name, decode in paths.items():
+                round_times, round_outs = [], []
+                for ids in prompts:
+                    t = time.perf_counter()
+                    round_outs.append(decode(ids))
+                    round_times.append(time.perf_counter() - t)
+                times[name].append(round_times)
+                outs[name] = round_outs
+    reference = outs["eager"]
+    for name in paths:
+        tokens = sum(len(o) + 1 for o in outs[name])
+        p50s = [statistics.median(ts) for ts in times[name]]
+        q = statistics.quantiles([t for ts in times[name] for t in ts], n=10)
+        ms_token = [1000 * sum(ts) / tokens for ts in times[name]]
+        same = sum(x == y for x, y in zip(outs[name], reference))
+        print(f"{name:>22} {first[name]:>8.1f} {statistics.median(p50s):>7.3f} {q[-1]:>7.3f} "
+              f"{statistics.median(ms_token):>8.1f} {same:>6}/{len(outs[name])}   "
+              f"(p50 over {a.repeats} rounds {min(p50s):.3f}-{max(p50s):.3f})")
+        figures[f"{name}.p50_s"] = spread(p50s)
+        figures[f"{name}.p90_s"] = round(q[-1], 4)
+        figures[f"{name}.ms_per_token"] = spread(ms_token)
+        figures[f"{name}.first_calls_s"] = round(first[name], 2)
+        figures[f"{name}.same_outputs_as_eager"] = same
+        if name != "eager":
+            figures[f"{name}.speedup_over_eager"] = spread([statistics.median(e) / statistics.median(x)
+                                                            for e, x in zip(times["eager"], times[name])])
     print(f"load 1/5/15 min before {'/'.join(f'{x:.2f}' for x in load)}, after "
           f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    figures["requests"] = len(prompts)
+    write_result("decode_paths", figures, headline=["trimmed-head.speedup_over_eager", "trimmed-head.same_outputs_as_eager",
+                                                    "static+compile.speedup_over_eager"], config={
+        "model": model_label(a.model), "task": gen.task.name, "precision": gen.precision, "threads": a.threads,
+        "requests": len(prompts), "max_new_tokens": a.max_new_tokens, "head_tokens": len(head_ids), "vocab": vocab,
+        "head_source": source, "repeats": a.repeats})
 
 
 if __name__ == "__main__":

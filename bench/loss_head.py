@@ -14,7 +14,8 @@ batch (equal up to bf16 rounding), and the load average.
 The third, `answer vocab`: completion-only logits over only the tokens of the batches'
 completions + EOS (softmax over that set; generation's `AnswerHead` decodes from the same set).
 It changes the loss, so it is measured to say whether it would pay, and training does not use
-it (see docs/benchmarks.md).
+it (see docs/benchmarks.md). Writes the figures (ms per step: median, min-max over the steps;
+the ratios step by step) to reports/bench/loss_head.json (`common.write_result`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
-from common import REPO, resolve_base  # noqa: E402
+from common import REPO, model_label, resolve_base, spread, write_result  # noqa: E402
 
 sys.path.insert(0, str(REPO / "src"))
 
@@ -128,6 +129,24 @@ def main() -> None:
     print(f"answer vocab ({len(ids)} tokens; not used: another loss): {vocab:8.1f} ms/step; first-batch loss {vocab0:.4f}; "
           f"{fast / vocab:.2f}x completion only")
     print("load average %.2f %.2f %.2f" % os.getloadavg())
+    ms = {k: [1000 * t for t in v] for k, v in times.items()}
+    write_result("loss_head", {
+        "ms_per_step.full_logits": spread(ms[False]), "ms_per_step.completion_only": spread(ms[True]),
+        "ms_per_step.answer_vocab": spread(ms["answer"]),
+        "speedup_completion_only_over_full": round(full / fast, 3),  # of the medians, as printed
+        "speedup_completion_only_over_full.per_step": spread([f / c for f, c in zip(ms[False], ms[True])]),
+        "speedup_answer_vocab_over_completion_only": round(fast / vocab, 3),
+        "speedup_answer_vocab_over_completion_only.per_step": spread([c / v for c, v in zip(ms[True], ms["answer"])]),
+        "first_batch_loss.full_logits": round(full0, 4), "first_batch_loss.completion_only": round(fast0, 4),
+        "first_batch_loss.answer_vocab": round(vocab0, 4), "labelled_share_of_positions": round(lab, 4),
+        "answer_vocab_tokens": len(ids), "parameters_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+    }, headline=["speedup_completion_only_over_full.per_step", "ms_per_step.full_logits",
+                  "ms_per_step.completion_only"], config={
+        "model": model_label(folder) if not a.model or Path(a.model).is_dir() else a.model,
+        "vocab": model.config.vocab_size, "batch": a.batch, "steps": a.steps, "precision": "bf16 autocast" if bf16 else "fp32",
+        "threads": torch.get_num_threads(),
+        "pairs": "data/datasets/smiles2iupac/train.parquet" if (REPO / "data/datasets/smiles2iupac/train.parquet").exists()
+        else "synthetic smiles2iupac-shaped pairs"})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ its longest example (`sft_data.Collator`; `sft_data.padding_ratio` counts), and 
 compute that padding-free packing could save (issue 12: packing pays only above ~5%). Also
 the share of positions that carry loss (completion tokens), which completion-only logits
 already exploit. Needs a dataset: `dvc repro data@smiles2iupac` (or `seqtune data TASK`).
+Writes the figures to reports/bench/padding.json (`common.write_result`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import random
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import REPO, model_label, write_result  # noqa: E402
+
 sys.path.insert(0, str(REPO / "src"))
 
 
@@ -64,6 +67,15 @@ def main() -> None:
     print(f"padding, length-grouped order (group_by_length: true):  {g_share:.2%} of batch positions")
     print(f"padding, random order          (group_by_length: false): {r_share:.2%} of batch positions")
     print(f"(load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    rel = args.dataset.relative_to(REPO) if args.dataset.is_relative_to(REPO) else args.dataset
+    write_result("padding", {
+        "padding_share_length_grouped": round(g_share, 4), "padding_share_random": round(r_share, 4),
+        "examples": len(lengths), "dropped_longer_than_max_length": enc.dropped, "batches": n_batches,
+        "tokens_per_example_mean": round(sum(lengths) / len(lengths), 1), "tokens_per_example_min": min(lengths),
+        "tokens_per_example_max": max(lengths), "completion_token_share": round(completion / sum(lengths), 4),
+    }, headline=["padding_share_length_grouped", "padding_share_random"], config={
+        "dataset": str(rel), "base_model": model_label(args.base_model), "batch_size": args.batch_size,
+        "max_length": args.max_length, "seed": args.seed})
 
 
 if __name__ == "__main__":

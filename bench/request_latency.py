@@ -26,7 +26,12 @@ batches of 32 per precision and head: items/s and the task's primary metric, so 
 shows what it costs in quality on the same items; `--issue-baseline` adds there the generator
 as it was when the speed issue was filed (bf16 autocast over fp32 weights, every batch through
 `model.generate`, full head), so the ratio to today's defaults is measured side by side.
-Prints the load averages: other work on the cores skews the figures.
+Every comparison runs `--repeats` alternating rounds (each precision and head answers all the
+requests, then the next, and round after round), so a burst of other work slows a round of
+each rather than one side: p50 is each round's median request, printed and written as the
+median and min-max over rounds (p90 and ms/token over all rounds' requests), items/s and the
+ratios to the issue baseline round by round, to reports/bench/request_latency.json
+(`common.write_result`). Prints the load averages: other work on the cores skews the figures.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
-from common import REPO, answer_token_ids, molecules  # noqa: E402
+from common import REPO, answer_token_ids, model_label, molecules, spread, write_result  # noqa: E402
 
 sys.path.insert(0, str(REPO / "src"))
 
@@ -67,6 +72,7 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--issue-baseline", action="store_true",
                     help="with --test: also the generator as the speed issue found it (autocast, model.generate)")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds per comparison")
     a = ap.parse_args()
     if not (a.model / "seqtune.json").exists():
         sys.exit(f"{a.model} is not a seqtune model folder: train one (make run) or pass --model")
@@ -105,48 +111,90 @@ def main() -> None:
     print(f"{'threads':>7} {'precision/head':>14} {'p50 s':>7} {'p90 s':>7} {'ms/token':>8} {'tokens/req':>10} "
           f"{'same outputs':>12}")
     reference: list[str] | None = None
+    figures: dict = {}
     for threads in (int(t) for t in a.threads.split(",")):
         torch.set_num_threads(threads)
-        for name, gen in gens.items():
+        for gen in gens.values():
             for s in warm:
                 gen.predict([s])
-            times, outs, tokens = [], [], 0
-            for s in sources:
-                t = time.perf_counter()
-                (pred,) = gen.predict([s])
-                times.append(time.perf_counter() - t)
-                outs.append(pred.output)
-                tokens += len(gen.tokenizer(pred.output, add_special_tokens=False)["input_ids"]) + 1
+        times: dict[str, list[list[float]]] = {name: [] for name in gens}
+        outs: dict[str, list[str]] = {}
+        tokens: dict[str, int] = {}
+        for _ in range(a.repeats):
+            for name, gen in gens.items():
+                round_times, round_outs, round_tokens = [], [], 0
+                for s in sources:
+                    t = time.perf_counter()
+                    (pred,) = gen.predict([s])
+                    round_times.append(time.perf_counter() - t)
+                    round_outs.append(pred.output)
+                    round_tokens += len(gen.tokenizer(pred.output, add_special_tokens=False)["input_ids"]) + 1
+                times[name].append(round_times)
+                outs[name], tokens[name] = round_outs, round_tokens
+        for name in gens:
             if reference is None:
-                reference = outs
-            same = sum(x == y for x, y in zip(outs, reference))
-            q = statistics.quantiles(times, n=10)
-            print(f"{threads:>7} {name:>14} {statistics.median(times):>7.3f} {q[-1]:>7.3f} "
-                  f"{1000 * sum(times) / tokens:>8.1f} {tokens / len(sources):>10.1f} {same:>6}/{len(sources)}")
+                reference = outs[name]
+            same = sum(x == y for x, y in zip(outs[name], reference))
+            p50s = [statistics.median(ts) for ts in times[name]]
+            pooled = [t for ts in times[name] for t in ts]
+            q = statistics.quantiles(pooled, n=10)
+            ms_token = [1000 * sum(ts) / tokens[name] for ts in times[name]]
+            print(f"{threads:>7} {name:>14} {statistics.median(p50s):>7.3f} {q[-1]:>7.3f} "
+                  f"{statistics.median(ms_token):>8.1f} {tokens[name] / len(sources):>10.1f} {same:>6}/{len(sources)}"
+                  f"   (p50 over {a.repeats} rounds {min(p50s):.3f}-{max(p50s):.3f})")
+            key = f"threads_{threads}.{name}"
+            figures[f"{key}.p50_s"] = spread(p50s)
+            figures[f"{key}.p90_s"] = round(q[-1], 4)
+            figures[f"{key}.ms_per_token"] = spread(ms_token)
+            figures[f"{key}.tokens_per_request"] = round(tokens[name] / len(sources), 1)
+            figures[f"{key}.same_outputs"] = same
+    headline = [f"threads_{max(int(t) for t in a.threads.split(','))}.{name}.p50_s" for name in gens][:3]
     if a.test:
         import pandas as pd
 
         torch.set_num_threads(max(int(t) for t in a.threads.split(",")))
         rows = pd.read_parquet(a.test).head(a.n_test).to_dict("records")
         primary = base.task.primary_metric
-        print(f"batched greedy, batch 32, first {len(rows)} items of {a.test}, {torch.get_num_threads()} threads:")
+        print(f"batched greedy, batch 32, first {len(rows)} items of {a.test}, {torch.get_num_threads()} threads, "
+              f"{a.repeats} alternating rounds:")
         batched = dict(gens)
         if a.issue_baseline and native_bf16(torch.device("cpu")):
             batched["issue baseline"] = Generator(copy.deepcopy(base.model), base.tokenizer, task=base.task.name,
                                                   fmt=base.format, max_new_tokens=a.max_new_tokens, batch_size=32,
                                                   precision="autocast", drop_finished=False)
-        first, first_name = None, None
-        for name, gen in batched.items():
-            gen.batch_size = 32
-            t = time.perf_counter()
-            outs = [pr.output for pr in gen.predict([r["source"] for r in rows])]
-            sec = time.perf_counter() - t
-            score = statistics.mean(x[primary] for x in base.task.score_batch(outs, rows))
-            first, first_name = first or outs, first_name or name
-            print(f"{name:>14}: {len(rows) / sec:6.2f} items/s, {primary} {score:.3f}, "
-                  f"same outputs as {first_name} {sum(x == y for x, y in zip(outs, first))}/{len(rows)}")
+        secs: dict[str, list[float]] = {name: [] for name in batched}
+        outs_b: dict[str, list[str]] = {}
+        for _ in range(a.repeats):
+            for name, gen in batched.items():
+                gen.batch_size = 32
+                t = time.perf_counter()
+                outs_b[name] = [pr.output for pr in gen.predict([r["source"] for r in rows])]
+                secs[name].append(time.perf_counter() - t)
+        first_name = next(iter(batched))
+        for name in batched:
+            score = statistics.mean(x[primary] for x in base.task.score_batch(outs_b[name], rows))
+            rate = [len(rows) / t for t in secs[name]]
+            same = sum(x == y for x, y in zip(outs_b[name], outs_b[first_name]))
+            print(f"{name:>14}: {statistics.median(rate):6.2f} items/s ({min(rate):.2f}-{max(rate):.2f}), {primary} {score:.3f}, "
+                  f"same outputs as {first_name} {same}/{len(rows)}")
+            figures[f"batched.{name}.items_per_s"] = spread(rate)
+            figures[f"batched.{name}.{primary}"] = round(score, 4)
+            figures[f"batched.{name}.same_outputs_as_{first_name}"] = same
+            if "issue baseline" in batched and name != "issue baseline":
+                ratios = [b / t for t, b in zip(secs[name], secs["issue baseline"])]
+                figures[f"batched.{name}.over_issue_baseline"] = spread(ratios)
+                print(f"{'':>14}  {statistics.median(ratios):.2f}x the issue baseline ({min(ratios):.2f}-{max(ratios):.2f})")
+        headline.append(f"batched.{first_name}.items_per_s")
+        if f"batched.{first_name}.over_issue_baseline" in figures:
+            headline.append(f"batched.{first_name}.over_issue_baseline")
     print(f"load 1/5/15 min before {'/'.join(f'{x:.2f}' for x in load)}, after "
           f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    write_result("request_latency", figures, headline=headline, config={
+        "model": model_label(a.model), "task": base.task.name, "format": base.format, "molecules": a.molecules,
+        "requests": len(sources), "threads": a.threads, "precisions": ",".join(precisions), "heads": a.heads,
+        "answer_vocab": len(ids) if ids is not None else None, "max_new_tokens": a.max_new_tokens,
+        "test": str(a.test) if a.test else None, "n_test": a.n_test if a.test else None,
+        "issue_baseline": a.issue_baseline, "repeats": a.repeats})
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ off). Each time it warms the server up, then sends the same fixed workload — o
 request to `--task` — at concurrency 1, 8, 32 and 64, and prints requests/s, p50 and p99
 latency, failures, the model calls' batch sizes (from `/stats`), and the batched/unbatched
 throughput ratio at concurrency 32. Every level is bounded by `--requests` and
-`--max-seconds`. Prints the load averages: other work on the cores skews the figures.
+`--max-seconds`. The two modes run `--repeats` alternating rounds (batched, unbatched,
+batched, ...: a fresh server each), so a burst of other work slows a round of each rather than
+one mode; the table gives medians, and the figures (median and min-max over rounds, the ratio
+round by round) go to reports/bench/serve_load.json (`common.write_result`). Prints the load
+averages: other work on the cores skews the figures.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
-from common import BENCH, REPO, Server, load_average, seqtune_cli  # noqa: E402
+from common import BENCH, REPO, Server, load_average, seqtune_cli, spread, write_result  # noqa: E402
 
 LEVELS = (1, 8, 32, 64)
 # The fixed workload: small drug-like molecules, cycled.
@@ -152,6 +156,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads in the server (OMP_NUM_THREADS); default: torch's own. "
                     "On a shared machine 1 avoids oversubscription stalls")
     ap.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=list(LEVELS))
+    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds of the two modes (a server start each)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="seqtune-serve-load-"))
@@ -177,22 +182,49 @@ def main() -> None:
         print(f"serve_load: task {args.task}, {f'{base} (temp store)' if base else 'MLflow store'} champions, "
               f"max_batch_size {cfg.max_batch_size} vs 1, max_latency_ms {cfg.max_latency_ms}, decoding {cfg.decoding}, "
               f"{args.requests} requests per level, {os.cpu_count()} CPUs, torch threads {env.get('OMP_NUM_THREADS', 'default')}, {load_average()}")
-        results = {}
-        for label, content in modes.items():
-            path = work / f"params-{label}.yaml"
-            path.write_text(yaml.safe_dump(content, sort_keys=False))
-            results[label] = {r["concurrency"]: r for r in run_mode(label, path, env, args, work)}
+        results: dict[str, dict[int, list[dict]]] = {label: {} for label in modes}
+        for r in range(args.repeats):
+            for label, content in modes.items():
+                path = work / f"params-{label}.yaml"
+                path.write_text(yaml.safe_dump(content, sort_keys=False))
+                print(f"round {r + 1} of {args.repeats}, {label}:", flush=True)
+                for row in run_mode(label, path, env, args, work):
+                    results[label].setdefault(row["concurrency"], []).append(row)
 
-        print("\n| concurrency | batched req/s | p50 s | p99 s | unbatched req/s | p50 s | p99 s | ratio |")
+        def med(label: str, c: int, key: str) -> float:
+            return statistics.median(row[key] for row in results[label][c])
+
+        def ratios(c: int) -> list[float]:
+            return [b["rps"] / u["rps"] if u["rps"] else float("inf")
+                    for b, u in zip(results["batched"][c], results["unbatched"][c])]
+
+        print(f"\n| concurrency | batched req/s | p50 s | p99 s | unbatched req/s | p50 s | p99 s | ratio |  "
+              f"(medians of {args.repeats} rounds)")
         print("|---|---|---|---|---|---|---|---|")
+        figures: dict = {}
         for c in args.levels:
-            b, u = results["batched"][c], results["unbatched"][c]
-            ratio = b["rps"] / u["rps"] if u["rps"] else float("inf")
-            print(f"| {c} | {b['rps']:.2f} | {b['p50_s']:.2f} | {b['p99_s']:.2f} | {u['rps']:.2f} | "
-                  f"{u['p50_s']:.2f} | {u['p99_s']:.2f} | {ratio:.1f}x |")
+            rs = ratios(c)
+            print(f"| {c} | {med('batched', c, 'rps'):.2f} | {med('batched', c, 'p50_s'):.2f} | {med('batched', c, 'p99_s'):.2f} | "
+                  f"{med('unbatched', c, 'rps'):.2f} | {med('unbatched', c, 'p50_s'):.2f} | {med('unbatched', c, 'p99_s'):.2f} | "
+                  f"{statistics.median(rs):.1f}x ({min(rs):.1f}-{max(rs):.1f}) |")
+            for label in modes:
+                for key in ("rps", "p50_s", "p99_s"):
+                    figures[f"c{c}.{label}.{key}"] = spread([row[key] for row in results[label][c]])
+                figures[f"c{c}.{label}.failures"] = sum(row["failures"] for row in results[label][c])
+            if all(x != float("inf") for x in rs):
+                figures[f"c{c}.batched_over_unbatched"] = spread(rs)
         if 32 in args.levels:
-            ratio = results["batched"][32]["rps"] / max(results["unbatched"][32]["rps"], 1e-9)
-            print(f"\nbatched/unbatched throughput at concurrency 32: {ratio:.1f}x (goal >= 8x); {load_average()}")
+            rs = ratios(32)
+            print(f"\nbatched/unbatched throughput at concurrency 32: {statistics.median(rs):.1f}x "
+                  f"({min(rs):.1f}-{max(rs):.1f} over {args.repeats} rounds; goal >= 8x); {load_average()}")
+        c = 32 if 32 in args.levels else args.levels[-1]
+        headline = [k for k in (f"c{c}.batched_over_unbatched", f"c{c}.batched.rps", f"c{c}.unbatched.rps") if k in figures]
+        write_result("serve_load", figures, headline=headline, config={
+            "task": args.task, "champions": f"{base} (temp store)" if base else "MLflow store",
+            "max_batch_size": cfg.max_batch_size, "max_latency_ms": cfg.max_latency_ms, "decoding": cfg.decoding,
+            "requests_per_level": args.requests, "warmup": args.warmup, "max_seconds": args.max_seconds,
+            "levels": args.levels, "repeats": args.repeats, "server_threads": env.get("OMP_NUM_THREADS", "default"),
+            "cpus": os.cpu_count()})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

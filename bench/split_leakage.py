@@ -11,8 +11,9 @@ for the first `--n-test` test items of each:
     from that molecule, are training items; 0 by construction under the parent split);
   - the nearest training molecule's Tanimoto (Morgan r=2, 2048 bits), mean and share >= 0.7.
 A model scored on near-analogues of what it learned looks better than it is on what a user
-brings: these numbers say how near each evaluation set sits. Writes the figures, the command,
-the CPU kind and the load to reports/bench/split_leakage.json.
+brings: these numbers say how near each evaluation set sits. Writes the figures (`<set>.<figure>`:
+`test_fragment_split`, `test_parent_split`, `real_<band>`) with the command, the CPU kind and the
+load to reports/bench/split_leakage.json (`common.write_result`).
 """
 
 from __future__ import annotations
@@ -20,28 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
+from common import REPO, write_result  # noqa: E402
+
 sys.path.insert(0, str(REPO / "src"))
 os.chdir(REPO)  # data/downloads: the fetched wheels are reused
-
-
-def cpu_kind() -> str:
-    """avx512_bf16 / AVX512 without BF16 / AVX2 only, from the flags the precision verdict reads."""
-    from seqtune.pipeline.precision import BF16_FLAGS, cpu_info
-
-    flags = cpu_info().flags
-    if flags is None:
-        return platform.processor() or "unknown"
-    if flags & set(BF16_FLAGS):
-        return "AVX512-BF16"
-    return "AVX512 without BF16" if "avx512f" in flags else "AVX2 only" if "avx2" in flags else "other"
 
 
 def nearest_train(test_fps, train_fps) -> list[float]:
@@ -67,12 +54,31 @@ def summary(name: str, sims: list[float], sibling: float | None, n_train: int) -
     return out
 
 
+def figures_of(rows: list[dict]) -> dict[str, float | int]:
+    """The rows as flat figures: `test_fragment_split.<figure>`, `test_parent_split.<figure>`,
+    `real_<band>.<figure>`."""
+    out: dict[str, float | int] = {}
+    for row in rows:
+        s = row["set"]
+        key = (f"real_{s.removeprefix('real molecules ')}" if s.startswith("real molecules ")
+               else "test_" + s.removeprefix("test, ").replace("-level split", "_split"))
+        out.update({f"{key}.{k}": v for k, v in row.items() if k != "set"})
+    return out
+
+
+NOTE = ("test_parent_split.share_also_from_a_train_molecule is 0 by construction (the parent split puts a fragment "
+        "with any train-side source molecule in train: molecules.SPLIT_PRIORITY): it checks the split, it measures "
+        "nothing.")
+HEADLINE = ["test_fragment_split.share_also_from_a_train_molecule", "test_parent_split.share_also_from_a_train_molecule",
+            "test_fragment_split.nearest_train_tanimoto_mean", "test_parent_split.nearest_train_tanimoto_mean",
+            "real_3-12.nearest_train_tanimoto_mean"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-raw", type=int, default=15000, help="MOSES records (make run reads 15,000)")
     ap.add_argument("--max-heavy", type=int, default=12)
     ap.add_argument("--n-test", type=int, default=500)
-    ap.add_argument("--out", default=str(REPO / "reports" / "bench" / "split_leakage.json"))
     a = ap.parse_args()
 
     import pandas as pd
@@ -81,7 +87,6 @@ def main() -> None:
     from seqtune.pipeline import molecules, real_molecules
     from seqtune.pipeline.molecule_sources import iter_smiles
 
-    t0 = time.perf_counter()
     base = MoleculesConfig(source="moses", fragments="brics", max_raw=a.max_raw, max_heavy_atoms=a.max_heavy,
                            val_fraction=0.05, workers=2)
     raw = list(iter_smiles(base))
@@ -117,21 +122,11 @@ def main() -> None:
     for band, group in real.groupby("band", sort=False):
         rows.append(summary(f"real molecules {band}", nearest_train(fingerprints(group.smiles), train_fps), None, len(train_fps)))
         print(json.dumps(rows[-1]))
-    result = {
-        "bench": "split_leakage",
-        "command": " ".join(["bench/split_leakage.py", *sys.argv[1:]]),
-        "molecules": f"moses, BRICS fragments {base.min_heavy_atoms}-{a.max_heavy} heavy atoms, {a.max_raw} records",
-        "cpu": cpu_kind(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "rows": rows,
-    }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(pd.DataFrame(rows).to_string(index=False))
-    print(f"wrote {a.out}")
+    write_result("split_leakage", figures_of(rows), headline=HEADLINE, note=NOTE, config={
+        "source": "moses", "fragments": "brics", "max_raw": a.max_raw, "min_heavy_atoms": base.min_heavy_atoms,
+        "max_heavy_atoms": a.max_heavy, "n_test": a.n_test, "real_per_band": rcfg.per_band,
+        "fingerprint": "Morgan r=2, 2048 bits"})
 
 
 if __name__ == "__main__":

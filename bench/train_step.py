@@ -10,8 +10,11 @@ with lengths drawn like the specialist data (14-44 tokens, the last 9 the comple
 length every step, so kernels see the variety of shapes length-grouped training gives them.
 Tokens/s counts every position of a batch (no padding here). The first steps of each
 configuration are warm-up (oneDNN kernel selection, compilation) and are timed apart.
-Prints the 1-minute load average before and after each configuration: other work on the
-cores changes the figures 2-8x.
+Each batch size runs `--repeats` alternating rounds (eager, compiled, eager, compiled, ...: a
+fresh model each run), so a burst of other work slows a round of each rather than one side;
+the median and min-max of each are printed and written, with the compiled/eager ratio round
+by round, to reports/bench/train_step.json (`common.write_result`). Prints the 1-minute load
+average before and after each configuration: other work on the cores changes the figures 2-8x.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
-from common import base_model  # noqa: E402
+from common import base_model, spread, write_result  # noqa: E402
 
 
 def run(base: Path, batch: int, compiled: bool, steps: int, warmup: int, bf16: bool) -> tuple[float, float]:
@@ -49,7 +53,9 @@ def run(base: Path, batch: int, compiled: bool, steps: int, warmup: int, bf16: b
 
     def step() -> int:
         length = rng.randint(14, 44)
-        ids = torch.randint(100, 40_000, (batch, length))
+        # ids within the vocabulary (all of SmolLM2's and Gemma's first 40,000; `tiny` has ~100 tokens)
+        high = min(40_000, model.config.vocab_size)
+        ids = torch.randint(min(100, high - 1), high, (batch, length))
         labels = ids.clone()
         labels[:, : length - 9] = -100
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -76,6 +82,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12, help="timed steps per configuration")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds per batch size")
     a = ap.parse_args()
 
     import tempfile
@@ -87,22 +94,41 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     with tempfile.TemporaryDirectory() as tmp:
         base = base_model(a.model, Path(tmp))
-        rates: dict[tuple[int, bool], float] = {}
+        rates: dict[tuple[int, bool], list[float]] = {}
+        warms: dict[tuple[int, bool], list[float]] = {}
         for batch in (int(b) for b in a.batch_sizes.split(",")):
-            for compiled in (False,) if a.no_compile else (False, True):
-                before = os.getloadavg()[0]
-                warm, rate = run(base, batch, compiled, a.steps, a.warmup, bf16)
-                rates[batch, compiled] = rate
-                print(f"batch {batch:3d} {'compiled' if compiled else 'eager   '}: {rate:7.1f} tokens/s "
-                      f"(warm-up {a.warmup} steps {warm:5.1f} s); load {before:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
-    for (batch, compiled), rate in rates.items():
+            for r in range(a.repeats):
+                for compiled in (False,) if a.no_compile else (False, True):
+                    before = os.getloadavg()[0]
+                    warm, rate = run(base, batch, compiled, a.steps, a.warmup, bf16)
+                    rates.setdefault((batch, compiled), []).append(rate)
+                    warms.setdefault((batch, compiled), []).append(warm)
+                    print(f"batch {batch:3d} {'compiled' if compiled else 'eager   '} round {r + 1}: {rate:7.1f} tokens/s "
+                          f"(warm-up {a.warmup} steps {warm:5.1f} s); load {before:.2f} -> {os.getloadavg()[0]:.2f}",
+                          flush=True)
+    figures = {}
+    for (batch, compiled), rs in rates.items():
+        side = "compiled" if compiled else "eager"
+        figures[f"batch_{batch}.{side}_tokens_per_s"] = spread(rs)
+        figures[f"batch_{batch}.{side}_warmup_s"] = spread(warms[batch, compiled])
+        print(f"batch {batch} {side}: {statistics.median(rs):.1f} tokens/s ({min(rs):.1f}-{max(rs):.1f}, {len(rs)} rounds)")
+    for (batch, compiled), rs in rates.items():
         if compiled and (batch, False) in rates:
-            print(f"batch {batch}: torch.compile {rate / rates[batch, False]:.2f}x eager")
+            ratios = [c / e for c, e in zip(rs, rates[batch, False])]
+            figures[f"batch_{batch}.compiled_over_eager"] = spread(ratios)
+            print(f"batch {batch}: torch.compile {statistics.median(ratios):.2f}x eager "
+                  f"({min(ratios):.2f}-{max(ratios):.2f}, round by round)")
     if (32, False) in rates:
-        for (batch, compiled), rate in rates.items():
+        for (batch, compiled), rs in rates.items():
             if not compiled and batch != 32:
-                print(f"batch {batch} eager: {rate / rates[32, False]:.2f}x batch 32 per token")
-
+                ratios = [x / y for x, y in zip(rs, rates[32, False])]
+                figures[f"batch_{batch}.eager_over_batch_32_eager"] = spread(ratios)
+                print(f"batch {batch} eager: {statistics.median(ratios):.2f}x batch 32 per token")
+    headline = [k for k in ("batch_32.compiled_over_eager", "batch_32.eager_tokens_per_s") if k in figures] or list(figures)[:1]
+    write_result("train_step", figures, headline=headline, config={
+        "model": a.model, "batch_sizes": a.batch_sizes, "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats,
+        "compile": not a.no_compile, "precision": "bf16 autocast" if bf16 else "fp32", "threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()})
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,10 @@ Also printed: completion tokens/s (the tokens the loss is on), and the achieved 
 (6 x parameters x tokens/s; attention's quadratic term is negligible at <= 128 tokens) as a
 fraction of this CPU's matmul peak, measured by the same script in the dtype training uses
 (bf16 where native, else fp32): a 2048^3 matmul, best of a few repetitions.
+The two sides run `--repeats` alternating rounds (seqtune, TRL, seqtune, TRL, ...: each a fresh
+model and a fresh epoch), so a burst of other work slows a round of each rather than one
+side; medians and min-max are printed and written, with the ratio round by round, to
+reports/bench/train_throughput.json (`common.write_result`).
 Prints the 1/5/15-minute load averages: other work on the cores skews the figures.
 """
 
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -40,7 +45,7 @@ import yaml  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
-from common import REPO, base_model, molecules  # noqa: E402
+from common import REPO, base_model, molecules, spread, write_result  # noqa: E402
 
 TASK = "smiles2formula"
 
@@ -166,6 +171,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=["seqtune", "trl"], help="run one side only")
     ap.add_argument("--trl", choices=["tuned", "defaults"], default="tuned", help="how TRL is configured (see above)")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds of the two sides")
     a = ap.parse_args()
 
     from transformers import AutoTokenizer
@@ -189,30 +195,60 @@ def main() -> None:
         tokens = sum(r["length"] for r, k in zip(rows, keep) if k)
         completion_tokens = sum(sum(x != IGNORE_INDEX for x in r["labels"]) for r, k in zip(rows, keep) if k)
         flop_per_token = 6 * n_parameters(base)
-        results = {}
-        for side, fn in (("seqtune", run_seqtune), ("trl", run_trl)):
-            if a.only and a.only != side:
-                continue
-            load = os.getloadavg()
-            clock = fn(work, base, df, a.batch_size, a.trl == "tuned") if side == "trl" else fn(work, base, df, a.batch_size)
-            wall = clock.end - clock.start
-            results[side] = tokens / wall
-            after = os.getloadavg()
-            print(f"{side:>8}: {tokens:6d} tokens in {wall:6.1f} s = {tokens / wall:7.1f} tokens/s "
-                  f"(steps only {tokens / clock.busy:7.1f}), {completion_tokens / wall:6.1f} completion tokens/s, "
-                  f"{flop_per_token * tokens / wall / 1e9:6.1f} GFLOP/s, final train loss {clock.train_loss}; "
-                  f"load 1/5/15 min before {_load(load)}, after {_load(after)}", flush=True)
+        results: dict[str, list[float]] = {}
+        steps_only: dict[str, list[float]] = {}
+        losses: dict[str, list[float]] = {}
+        for r in range(a.repeats):
+            for side, fn in (("seqtune", run_seqtune), ("trl", run_trl)):
+                if a.only and a.only != side:
+                    continue
+                round_dir = work / f"round-{r + 1}"
+                load = os.getloadavg()
+                clock = (fn(round_dir, base, df, a.batch_size, a.trl == "tuned") if side == "trl"
+                         else fn(round_dir, base, df, a.batch_size))
+                wall = clock.end - clock.start
+                results.setdefault(side, []).append(tokens / wall)
+                steps_only.setdefault(side, []).append(tokens / clock.busy)
+                if clock.train_loss is not None:
+                    losses.setdefault(side, []).append(clock.train_loss)
+                after = os.getloadavg()
+                print(f"{side:>8} round {r + 1}: {tokens:6d} tokens in {wall:6.1f} s = {tokens / wall:7.1f} tokens/s "
+                      f"(steps only {tokens / clock.busy:7.1f}), {completion_tokens / wall:6.1f} completion tokens/s, "
+                      f"{flop_per_token * tokens / wall / 1e9:6.1f} GFLOP/s, final train loss {clock.train_loss}; "
+                      f"load 1/5/15 min before {_load(load)}, after {_load(after)}", flush=True)
+                shutil.rmtree(round_dir, ignore_errors=True)
         print(f"model {a.model}, TRL {a.trl}, {len(df)} examples, batch {a.batch_size}, torch threads {torch.get_num_threads()}, "
-              f"{os.cpu_count()} cores; a 1-min load well above 1 during a side means shared cores")
+              f"{os.cpu_count()} cores, {a.repeats} alternating rounds; a 1-min load well above 1 during a side means shared cores")
+        figures: dict = {}
+        for side, rates in results.items():
+            print(f"{side:>8}: {statistics.median(rates):7.1f} tokens/s ({min(rates):.1f}-{max(rates):.1f})")
+            figures[f"{side}.tokens_per_s"] = spread(rates)
+            figures[f"{side}.steps_only_tokens_per_s"] = spread(steps_only[side])
+            figures[f"{side}.completion_tokens_per_s"] = spread([x * completion_tokens / tokens for x in rates])
+            if losses.get(side):
+                figures[f"{side}.final_train_loss"] = spread(losses[side])
         if len(results) == 2:
-            print(f"ratio seqtune/trl: {results['seqtune'] / results['trl']:.2f}x (goal >= 1.5x against tuned TRL)")
+            ratios = [x / y for x, y in zip(results["seqtune"], results["trl"])]
+            figures["ratio_seqtune_over_trl"] = spread(ratios)
+            print(f"ratio seqtune/trl: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}, round by round; "
+                  f"goal >= 1.5x against tuned TRL)")
         from seqtune.pipeline.generation import native_bf16, pick_device
 
         dtype = torch.bfloat16 if native_bf16(pick_device()) else torch.float32
         peak = matmul_peak(dtype)
-        for side, rate in results.items():
-            print(f"{side:>8}: {flop_per_token * rate / peak:.1%} of this CPU's {str(dtype).removeprefix('torch.')} "
+        figures["matmul_peak_gflop_per_s"] = round(peak / 1e9, 1)
+        for side, rates in results.items():
+            share = flop_per_token * statistics.median(rates) / peak
+            figures[f"{side}.share_of_matmul_peak"] = round(share, 4)
+            print(f"{side:>8}: {share:.1%} of this CPU's {str(dtype).removeprefix('torch.')} "
                   f"matmul peak ({peak / 1e9:.0f} GFLOP/s; goal >= 50%)")
+        headline = [k for k in ("ratio_seqtune_over_trl", "seqtune.tokens_per_s", "trl.tokens_per_s",
+                                "seqtune.share_of_matmul_peak") if k in figures]
+        write_result("train_throughput", figures, headline=headline, config={
+            "model": a.model, "task": TASK, "format": "instruction", "examples": len(df), "tokens": tokens,
+            "completion_tokens": completion_tokens, "batch_size": a.batch_size, "seed": a.seed, "trl": a.trl,
+            "only": a.only, "repeats": a.repeats, "precision": str(dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(), "parameters": flop_per_token // 6})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

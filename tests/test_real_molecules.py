@@ -135,3 +135,42 @@ def test_the_shipped_source_fills_every_band(params_file, tmp_path, monkeypatch)
     assert stats["kept"] == {"3-12": 20, "13-15": 20, "16-20": 20, "21-30": 20, "31-60": 20}
     assert stats["source"].startswith("chedl (chemicals==1.5.2")
     assert df.inchikey.is_unique and (df.name.str.len() > 0).mean() > 0.9  # PubChem's own names came along
+
+
+def test_nci_catalogue_is_rdkits_sample_in_hash_order(params_file, tmp_path, monkeypatch):
+    """`nci`: the NCI Open Database sample RDKit ships, a catalogue ChEDL training never saw."""
+    from seqtune.config import RealMoleculesConfig
+
+    rows, described = real_molecules.read_rows(RealMoleculesConfig(source="nci"))
+    assert described.startswith("nci") and len(rows) > 4000
+    assert [split_hash(s) for s, _ in rows[:50]] == sorted(split_hash(s) for s, _ in rows[:50])
+    monkeypatch.chdir(tmp_path)
+    _train_split(tmp_path, train=[rows[0][0]], test=[])  # the first NCI compound is "in training"
+    stats = real_molecules.main(params=params_file({"real_molecules": {"source": "nci", "per_band": 5, "workers": 1,
+                                                                    "band_edges": [3, 13, 16, 21, 31, 61]}}))
+    df = pd.read_parquet(paths.REAL_MOLECULES / "molecules.parquet")
+    assert standardise(rows[0][0]).inchikey not in set(df.inchikey)
+    assert stats["kept"] == {b: 5 for b in ("3-12", "13-15", "16-20", "21-30", "31-60")}
+    assert stats["same_catalogue"] is False  # the molecules table above names no source
+
+
+def test_same_catalogue_says_when_training_drew_from_the_scored_source(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / paths.MOLECULES).mkdir(parents=True)
+    stats = tmp_path / paths.MOLECULES / "stats.json"
+    stats.write_text(json.dumps({"source": "chedl (chemicals==1.5.2: PubChem compounds with CAS numbers)"}))
+    assert real_molecules.same_catalogue("chedl") and not real_molecules.same_catalogue("nci")
+    stats.write_text(json.dumps({"source": "moses (molsets==0.3.1)"}))
+    assert not real_molecules.same_catalogue("chedl")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_chedl_trains_on_the_compounds_it_ships():
+    """molecules.source chedl reads the real `chemicals` wheel's SMILES in file order."""
+    from seqtune.config import MoleculesConfig
+    from seqtune.pipeline.molecule_sources import chedl_wheel, iter_smiles
+
+    got = list(iter_smiles(MoleculesConfig(source="chedl", max_raw=50)))
+    shipped = [s for s, _, _ in read_chedl(chedl_wheel())][:50]
+    assert got == shipped and len(got) == 50 and all(got)

@@ -91,19 +91,25 @@ def test_a_lock_from_another_host_is_taken_over_only_when_stale(client):
     assert not held(client)
 
 
-def test_register_refuses_while_someone_else_holds_the_lock(client, params_file, tmp_path, monkeypatch, lively_model_dir):
-    """The lock is actually taken by the verbs (a lock nobody takes would pass the tests above)."""
+def _smiles2formula_model(params_file, tmp_path, monkeypatch, lively_model_dir, lock_wait_s: float):
+    """(params, model folder, metrics) of a registrable smiles2formula model in tmp_path."""
     import shutil
 
-    from seqtune.pipeline import registry
-
     monkeypatch.chdir(tmp_path)
-    params = params_file({"tasks": ["smiles2formula"], "register": {"lock_wait_s": 0.5}})
+    params = params_file({"tasks": ["smiles2formula"], "register": {"lock_wait_s": lock_wait_s}})
     model = tmp_path / "model"
     shutil.copytree(lively_model_dir, model)
     (model / "seqtune.json").write_text(json.dumps({"task": "smiles2formula", "format": "plain", "base_model": "tiny",
                                                     "data_hash": "d", "test_hash": "t", "method": "full"}))
     metrics = {"primary_metric": "exact_match", "exact_match": 0.5, "test_hash": "t", "n": 2}
+    return params, model, metrics
+
+
+def test_register_refuses_while_someone_else_holds_the_lock(client, params_file, tmp_path, monkeypatch, lively_model_dir):
+    """The lock is actually taken by the verbs (a lock nobody takes would pass the tests above)."""
+    from seqtune.pipeline import registry
+
+    params, model, metrics = _smiles2formula_model(params_file, tmp_path, monkeypatch, lively_model_dir, 0.5)
     alive = subprocess.Popen(["sleep", "60"])
     try:
         plant(client, alive.pid)
@@ -181,17 +187,9 @@ def test_an_undecided_version_found_under_the_lock_is_decided_there(client, para
     """Another register created a version of the same folder while this one uploaded, then died
     before deciding: found under the lock, the version is decided right there. (The lock is not
     reentrant: taking it a second time waited out register.lock_wait_s on itself, then failed.)"""
-    import shutil
-
     from seqtune.pipeline import registry
 
-    monkeypatch.chdir(tmp_path)
-    params = params_file({"tasks": ["smiles2formula"], "register": {"lock_wait_s": 2}})
-    model = tmp_path / "model"
-    shutil.copytree(lively_model_dir, model)
-    (model / "seqtune.json").write_text(json.dumps({"task": "smiles2formula", "format": "plain", "base_model": "tiny",
-                                                    "data_hash": "d", "test_hash": "t", "method": "full"}))
-    metrics = {"primary_metric": "exact_match", "exact_match": 0.5, "test_hash": "t", "n": 2}
+    params, model, metrics = _smiles2formula_model(params_file, tmp_path, monkeypatch, lively_model_dir, 2)
     real_upload = registry._upload
 
     def upload_while_another_registers_and_dies(mlflow, name, model_dir, scores, run_id):

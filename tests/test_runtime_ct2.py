@@ -187,11 +187,31 @@ def _service(params: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_bento_import_stores_the_conversion_the_service_serves(champion, params_file, tmp_path, monkeypatch):
-    import bentoml
+IMPORT_PROBE = """
+import json, sys
+from pathlib import Path
+import bentoml
+from seqtune.serving.bento import import_champion
+r = import_champion(sys.argv[1], params=Path(sys.argv[2]))
+m = bentoml.models.get(r.tag)
+print(json.dumps({"imported": r.imported, "tag": str(r.tag), "path": str(m.path),
+                  "ct2_compute_type": m.info.metadata.get("ct2_compute_type")}))
+"""
 
+
+def _import(params: Path) -> dict:
+    """`import_champion(TASK)` in a subprocess (the current MLflow store, BentoML home and cwd):
+    BentoML fixes its home at first use in a process, so an in-process import here would leave
+    later tests' in-process `bentoml.serve` looking in this test's store."""
+    done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, TASK, str(params)], capture_output=True, text=True,
+                          timeout=300, check=False, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_bento_import_stores_the_conversion_the_service_serves(champion, params_file, tmp_path, monkeypatch):
     from seqtune.pipeline.registry import register_model
-    from seqtune.serving.bento import ct2_folder, import_champion
+    from seqtune.serving.bento import ct2_folder
     from seqtune.tasks import get_task
 
     monkeypatch.chdir(tmp_path)  # MLflow's artifact folder follows the working directory
@@ -203,21 +223,20 @@ def test_bento_import_stores_the_conversion_the_service_serves(champion, params_
     torch_params = tmp_path / "torch-params.yaml"
     shutil.move(params_file({"tasks": [TASK], "serve": serve}), torch_params)
     assert register_model(TASK, champion, {get_task(TASK).primary_metric: 0.0}, params=torch_params).promoted
-    first = import_champion(TASK, params=torch_params)
-    assert first.imported and not any(Path(bentoml.models.get(first.tag).path).glob("ct2-*"))
+    first = _import(torch_params)
+    assert first["imported"] and not any(Path(first["path"]).glob("ct2-*"))
 
     # The service refuses a ctranslate2 runtime whose model holds no conversion, and says what to run.
     refused = _service(ct2_params)
     assert refused.returncode != 0 and "seqtune bento import" in refused.stderr, refused.stderr[-2000:]
 
     # Imported again with the runtime set: a new BentoML model of the same champion, converted.
-    second = import_champion(TASK, params=ct2_params)
-    assert second.imported and second.tag != first.tag
-    stored = bentoml.models.get(second.tag)
-    assert (ct2_folder(stored.path, "float32") / "model.bin").is_file()
-    assert stored.info.metadata["ct2_compute_type"] == "float32"
-    assert not import_champion(TASK, params=ct2_params).imported  # it holds the conversion now
-    assert not import_champion(TASK, params=torch_params).imported  # and the torch runtime's folder
+    second = _import(ct2_params)
+    assert second["imported"] and second["tag"] != first["tag"]
+    assert (ct2_folder(second["path"], "float32") / "model.bin").is_file()
+    assert second["ct2_compute_type"] == "float32"
+    assert not _import(ct2_params)["imported"]  # it holds the conversion now
+    assert not _import(torch_params)["imported"]  # and the torch runtime's folder
 
     want = [c[0] for c in _torch(champion, answer_vocab=True).generate(SOURCES)]
     served = {}

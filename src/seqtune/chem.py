@@ -93,7 +93,8 @@ def random_smiles(smiles: str, n: int, seed: int) -> list[str]:
 def exclusion_reason(mol: Chem.Mol) -> str | None:
     """Why a molecule can't be named reliably (metal, radical, isotope, wildcard), else None.
 
-    openclatura fails on metals, drops isotopes and mis-names radicals (DESIGN.md)."""
+    openclatura fails on metals, drops isotopes and mis-names radicals (measured when the
+    labelling was built: such molecules are dropped with this reason rather than mislabelled)."""
     for atom in mol.GetAtoms():
         z = atom.GetAtomicNum()
         if z == 0:

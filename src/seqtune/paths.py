@@ -31,6 +31,11 @@ def model_dir(task: str) -> Path:
     return DATA / "models" / task
 
 
+RUN_ID_FILE = "run_id"
+"""In a model folder: the id of the MLflow run that trained it (train writes it; evaluate and
+register log into that run)."""
+
+
 def checkpoint_dir(task: str) -> Path:
     return DATA / "checkpoints" / task
 

@@ -39,7 +39,7 @@ ALLOW_PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
 # What loading the model needs. Pinned to the versions installed here; listed explicitly
 # because MLflow's inference of requirements imports the model and then fails looking for
-# torchvision (DESIGN.md).
+# torchvision, which the CPU torch build here does not have.
 _REQUIREMENTS = (
     "mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas",
     "rdkit", "py2opsin", "openclatura",

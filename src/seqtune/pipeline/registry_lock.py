@@ -50,10 +50,6 @@ def lock_name(name: str) -> str:
     return name + LOCK_SUFFIX
 
 
-def is_lock(name: str) -> bool:
-    return name.endswith(LOCK_SUFFIX)
-
-
 def _error_code(e: Exception) -> str | None:
     return getattr(e, "error_code", None)
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from seqtune import paths
 from seqtune.io import file_sha256
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ LOGGED_AS_TAG = "logged_as"
 pickle: seqtune.pipeline.pyfunc_model). Versions registered before that lack it: their model
 class is a cloudpickle, which seqtune's loader refuses by default."""
 LOGGED_AS_CODE = "code"
-RUN_ID_FILE = "run_id"
+RUN_ID_FILE = paths.RUN_ID_FILE
 """File in a model folder holding the MLflow run id of its training."""
 # Files that describe a training run rather than the model: excluded from the content hash
 # so that the same weights re-registered from a re-run count as the same model.

@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 FINGERPRINT = "seqtune_fingerprint.json"
 """File in the checkpoint folder: which training its checkpoints belong to, and its run id."""
-RUN_ID_FILE = "run_id"
 REQUIRED_COLUMNS = ("source", "target", "smiles", "prompt", "completion")
 
 
@@ -486,7 +485,7 @@ def save_model(trainer, tokenizer, method: str, out: Path, rank0: bool, files: d
         tokenizer.save_pretrained(tmp)
         for name, obj in files.items():
             write_json(tmp / name, obj)
-        write_text(tmp / RUN_ID_FILE, str(run_id))
+        write_text(tmp / paths.RUN_ID_FILE, str(run_id))
 
 
 def _cli() -> None:

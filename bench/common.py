@@ -60,8 +60,8 @@ def resolve_base(name: str, out: Path, *, card: bool = True) -> Path:
     """Base model `name` (smollm2-135m, gemma3-270m, tiny, a local path...) written into `out`
     as the base_model stage writes it (downloads cached in data/downloads), and with `card`
     its base_model.json beside it; returns `out`."""
-    from seqtune.io import write_json
-    from seqtune.pipeline.models import BASE_MODEL_CARD, resolve
+    from seqtune.files import write_json
+    from seqtune.pipeline.base_model import BASE_MODEL_CARD, resolve
 
     meta = resolve(name, out, downloads=REPO / "data" / "downloads")
     if card:
@@ -72,7 +72,7 @@ def resolve_base(name: str, out: Path, *, card: bool = True) -> Path:
 def base_model(name: str, cache: Path) -> Path:
     """A resolved base model folder: the project's data/base_model when it is `name`, else
     `name` resolved (with its card) into `cache`/base."""
-    from seqtune.pipeline.models import BASE_MODEL_CARD
+    from seqtune.pipeline.base_model import BASE_MODEL_CARD
 
     project = REPO / "data" / "base_model"
     if (project / BASE_MODEL_CARD).exists() and json.loads((project / BASE_MODEL_CARD).read_text())["name"] == name:
@@ -164,7 +164,7 @@ def cpu() -> dict:
     """The CPU's model name and which of `bench_results.CPU_FLAGS` its flags have (read as
     the bf16 verdict reads them, `precision.cpu_info`), and what they make it."""
     from seqtune.experiments.bench_results import CPU_FLAGS, cpu_kind
-    from seqtune.pipeline.precision import cpu_info
+    from seqtune.inference.precision import cpu_info
 
     info = cpu_info()
     flags = None if info.flags is None else {f: f in info.flags for f in CPU_FLAGS}

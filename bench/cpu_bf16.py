@@ -7,7 +7,7 @@
 
 Prints the CPU (model name, what torch dispatches to: AVX2, AVX512, ...), oneDNN's own answer
 (`_is_mkldnn_bf16_supported`: True on any AVX512 core, emulated or not), and the verdict
-`precision: auto` acts on (`seqtune.pipeline.precision`: CPU flags avx512_bf16/amx_bf16, then
+`precision: auto` acts on (`seqtune.inference.precision`: CPU flags avx512_bf16/amx_bf16, then
 a measured matmul, cached per machine) with its reason. Then, measured here and now:
 
 - one matmul at each shape the verdict measures (1024x576 @ 576x1536: a training batch of
@@ -84,14 +84,12 @@ def matmuls(m: int, k: int, n: int, repeats: int) -> dict:
 
 def generation(folder: Path, max_new_tokens: int, repeats: int) -> dict:
     """Greedy items/s in fp32, bf16 autocast and bf16 weights, and outputs equal to fp32's."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
 
     def generator(dtype: torch.dtype, autocast: bool):
-        gen = Generator(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
-                        AutoTokenizer.from_pretrained(folder), task="smiles2iupac", fmt="plain",
-                        max_new_tokens=max_new_tokens, batch_size=len(PROMPTS), precision="fp32")
+        # The folder has no seqtune.json: taken for a smiles2iupac model in the plain format.
+        gen = load_generator(folder, card={"task": "smiles2iupac", "format": "plain"}, device="cpu", precision="fp32",
+                             max_new_tokens=max_new_tokens, batch_size=len(PROMPTS))
         # Built as fp32 (resolve_precision refuses bf16 where it is not native: here it is
         # measured anyway), then given the weights and autocast this side measures.
         gen.model.to(dtype)
@@ -138,8 +136,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    from seqtune.pipeline import precision
-    from seqtune.pipeline.models import build_tiny
+    from seqtune.inference import precision
+    from seqtune.pipeline.tiny_model import build_tiny
 
     cpu = precision.cpu_info()
     verdict = precision.cpu_verdict(cpu, remeasure=a.remeasure)

@@ -13,7 +13,7 @@ native). Paths:
   through one `torch.compile`d forward (fixed shapes: compiled once per cache length);
 - trimmed-head: the decoder body, then logits only for the model's answer vocabulary (its
   seqtune.json, or the tokens of `--train`'s completions + EOS; the generator's `AnswerHead`
-  does this by default since 2026-12-06): the head is
+  does this by default): the head is
   ~21% of SmolLM2-135M's bytes read per token, and a trained specialist's greedy token almost
   never lies outside that set (counted: "same outputs");
 - static+compile+trimmed: both.
@@ -100,7 +100,7 @@ class Decoder:
 def main() -> None:
     import torch
 
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=REPO / "data" / "models" / "smiles2iupac")
@@ -114,7 +114,7 @@ def main() -> None:
         sys.exit(f"{a.model} is not a seqtune model folder: train one (make run) or pass --model")
     torch.set_num_threads(a.threads)
     # The full head: the reference every other path is compared with.
-    gen = Generator.load(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1, precision="auto",
+    gen = load_generator(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1, precision="auto",
                          answer_vocab=False)
     head_ids, source = answer_token_ids(a.model, gen.tokenizer,
                                         a.train or REPO / "data" / "datasets" / gen.task.name / "train.parquet")

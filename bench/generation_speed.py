@@ -43,10 +43,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 def main() -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+    from transformers import pipeline
 
-    from seqtune.pipeline.formats import parse_completion
-    from seqtune.pipeline.generation import Generator, read_model_card, weights_dtype
+    from seqtune.inference.formats import parse_completion
+    from seqtune.inference.loader import load_generator
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a fine-tuned model folder (default: the base SmolLM2-135M, chat format)")
@@ -61,18 +61,15 @@ def main() -> None:
     kw = dict(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         if a.model:
-            card = read_model_card(a.model)
-            fast = Generator.load(a.model, device="cpu", **kw)  # as eval and the service load it
-            ref = Generator.load(a.model, device="cpu", drop_finished=False, answer_vocab=False, **kw)
-            task, fmt = card["task"], card["format"]
+            fast = load_generator(a.model, device="cpu", **kw)  # as eval and the service load it
+            ref = load_generator(a.model, device="cpu", drop_finished=False, answer_vocab=False, **kw)
         else:
+            # The base model has no seqtune.json: taken for a smiles2iupac model in the chat format.
             folder = base_model("smollm2-135m", Path(tmp))
-            tok = AutoTokenizer.from_pretrained(folder)
-            dtype = weights_dtype("auto", torch.device("cpu"))
-            task, fmt = "smiles2iupac", "chat"
-            fast = Generator(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval(), tok, task=task, fmt=fmt, **kw)
-            ref = Generator(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval(), tok, task=task, fmt=fmt,
-                            drop_finished=False, **kw)
+            card = {"task": "smiles2iupac", "format": "chat"}
+            fast = load_generator(folder, card=card, device="cpu", **kw)
+            ref = load_generator(folder, card=card, device="cpu", drop_finished=False, **kw)
+        task, fmt = fast.task.name, fast.format
     model, tok = ref.model, ref.tokenizer  # full head: the reference for ways 2-4
     if a.test:
         import pandas as pd

@@ -39,7 +39,7 @@ from common import REPO, model_label, resolve_base, spread, write_result  # noqa
 sys.path.insert(0, str(REPO / "src"))
 
 from seqtune.pipeline.completion_loss import completion_loss  # noqa: E402
-from seqtune.pipeline.generation import native_bf16  # noqa: E402
+from seqtune.inference.devices import native_bf16  # noqa: E402
 from seqtune.pipeline.sft_data import Collator, encode_batch  # noqa: E402
 
 

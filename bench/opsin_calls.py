@@ -1,5 +1,5 @@
 """What checking names with OPSIN costs: a one-off JVM per call (the jar over a temp file)
-vs this process's long-lived OPSIN (`seqtune.chem.OpsinProcess`), same names, same answers.
+vs this process's long-lived OPSIN (`seqtune.chem.opsin_jvm.OpsinProcess`), same names, same answers.
 
     .venv/bin/python bench/opsin_calls.py                   # 2,000 names of data/datasets/smiles2iupac
     .venv/bin/python bench/opsin_calls.py --names 500 --single 20
@@ -44,13 +44,14 @@ def main() -> None:
     import psutil
 
     from seqtune import chem
+    from seqtune.chem import opsin_jvm
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--names", type=int, default=2000)
     ap.add_argument("--single", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3, help="alternating rounds of the --names call")
     a = ap.parse_args()
-    chem.require_java()
+    opsin_jvm.require_java()
     names = _names(a.names)
 
     def timed(fn, arg) -> tuple[float, list]:
@@ -61,7 +62,7 @@ def main() -> None:
     first, _ = timed(chem.opsin_to_smiles, names[:1])  # starts the long-lived JVM
     once_one, warm_one = [], []
     for n in names[: a.single]:  # name by name, the two ways taking turns
-        once_one.append(timed(chem._opsin_once, [n])[0])
+        once_one.append(timed(opsin_jvm.run_once, [n])[0])
         warm_one.append(timed(chem.opsin_to_smiles, [n])[0])
     outs: dict[str, list] = {}
 
@@ -70,11 +71,11 @@ def main() -> None:
             outs[side] = fn(names)
         return work
 
-    rounds = alternate({"once": call("once", chem._opsin_once), "warm": call("warm", chem.opsin_to_smiles)}, a.repeats)
+    rounds = alternate({"once": call("once", opsin_jvm.run_once), "warm": call("warm", chem.opsin_to_smiles)}, a.repeats)
     t_once, t_warm = rounds["once"], rounds["warm"]
     out_once, out_warm = outs["once"], outs["warm"]
     ratios = [o / w for o, w in zip(t_once, t_warm)]
-    rss = psutil.Process(chem._opsin_process()._proc.pid).memory_info().rss / 2**20
+    rss = psutil.Process(opsin_jvm.shared_process()._proc.pid).memory_info().rss / 2**20
     same = sum((x or None) == y for x, y in zip(out_once, out_warm))
     print(f"one name:   one-off JVM p50 {1000 * statistics.median(once_one):7.1f} ms; long-lived "
           f"p50 {1000 * statistics.median(warm_one):7.2f} ms (its first call, starting the JVM: {first:.2f} s)")

@@ -38,7 +38,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from seqtune.config import RealMoleculesConfig
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
     from seqtune.pipeline.real_molecules import read_rows, select, train_inchikeys
     from seqtune.tasks import get_task
 
@@ -47,7 +47,7 @@ def main() -> None:
     rows, described = read_rows(cfg)
     df, dropped = select(rows, cfg, train_inchikeys())
     task = get_task(a.task)
-    gen = Generator.load(model)
+    gen = load_generator(model)
     smiles = df.smiles.tolist()
     start = time.perf_counter()
     order = sorted(range(len(smiles)), key=lambda i: len(smiles[i]))  # length-sorted batches pad less

@@ -11,7 +11,7 @@ with `Generator.predict([smiles])` (greedy, as the service decodes a lone reques
 warm-up requests. `--molecules random`: random fragment molecules of 2-10 fragments (drug
 size, ~22 answer tokens); `known`: the 20 well-known small molecules of `known_molecules.py`
 (ethanol ... ibuprofen). Heads: `full` (all 49,152 tokens) and `answer` (the model's answer
-vocabulary, `generation.AnswerHead`: from its seqtune.json, or computed from `--train` for a
+vocabulary, `inference.heads.AnswerHead`: from its seqtune.json, or computed from `--train` for a
 model trained before cards recorded it). Precisions:
 - fp32: fp32 weights, no autocast (what an AVX2-only CPU runs);
 - autocast: fp32 weights under bf16 autocast (the generator's default where the CPU has
@@ -56,7 +56,9 @@ def main() -> None:
     import torch
 
     from known_molecules import KNOWN
-    from seqtune.pipeline.generation import Generator, native_bf16
+    from seqtune.inference.devices import native_bf16
+    from seqtune.inference.generator import Generator
+    from seqtune.inference.loader import load_generator
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=REPO / "data" / "models" / "smiles2iupac",
@@ -79,11 +81,11 @@ def main() -> None:
 
     # fp32, full head: every other generator works on its own copy (a Generator casts its
     # model in place and installs its head in it).
-    base = Generator.load(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1, precision="fp32",
+    base = load_generator(a.model, device="cpu", max_new_tokens=a.max_new_tokens, batch_size=1, precision="fp32",
                           answer_vocab=False)
     precisions = a.precisions.split(",")
     if not native_bf16(torch.device("cpu")):
-        from seqtune.pipeline.precision import bf16_verdict
+        from seqtune.inference.precision import bf16_verdict
 
         print(f"this CPU has no native bf16 ({bf16_verdict('cpu').reason}; bench/cpu_bf16.py): fp32 only")
         precisions = ["fp32"]

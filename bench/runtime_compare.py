@@ -40,14 +40,14 @@ sys.path.insert(0, str(REPO / "src"))
 
 def _generators(a, serve, ct2_root: Path) -> dict:
     """runtime name -> generator, each answering with the service's settings."""
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
     from seqtune.serving.ct2 import COMPUTE_TYPES, CT2Generator, convert
 
     gens = {}
     for name in a.runtimes.split(","):
         kw = dict(max_new_tokens=serve.max_new_tokens, batch_size=a.batch_size, answer_vocab=serve.answer_vocab)
         if name == "torch":
-            gens[name] = Generator.load(a.model, device="cpu", precision=serve.precision, **kw)
+            gens[name] = load_generator(a.model, device="cpu", precision=serve.precision, **kw)
             continue
         compute = name.removeprefix("ct2-")
         if not name.startswith("ct2-") or compute not in COMPUTE_TYPES:
@@ -79,7 +79,7 @@ def main() -> None:
     import torch
 
     from seqtune.config import DEFAULT_PARAMS, load_params
-    from seqtune.pipeline.generation import read_model_card
+    from seqtune.inference.cards import read_model_card
     from seqtune.serving.runtime import warm_opsin
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -67,7 +67,7 @@ from pathlib import Path
 sys.path.insert(0, {str(BENCH)!r})
 from common import resolve_base
 from seqtune.config import load_params
-from seqtune.pipeline.registry import register_model
+from seqtune.pipeline.register import register_model
 from seqtune.tasks import get_task
 work = Path({str(work)!r}); name = {base!r}
 folder = resolve_base(name, work / "base", card=False)

@@ -4,7 +4,7 @@
     .venv/bin/python bench/split_leakage.py --max-raw 3000       # quicker
 
 Builds the molecules table twice from the same records, as the molecules stage does
-(`molecules.split_level: fragment`, the split every run before 2026-12-07 used, and
+(`molecules.split_level: fragment`, the split the sweep files pin for their recorded runs, and
 `parent`, the shipped one), plus the real-molecule bands (stage real_molecules), and prints
 for the first `--n-test` test items of each:
   - the share that a train-side source molecule also gives as a fragment (so its siblings, made

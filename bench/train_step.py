@@ -87,7 +87,7 @@ def main() -> None:
 
     import tempfile
 
-    from seqtune.pipeline.generation import native_bf16, pick_device
+    from seqtune.inference.devices import native_bf16, pick_device
 
     bf16 = native_bf16(pick_device())
     print(f"model {a.model}, {'bf16 autocast' if bf16 else 'fp32'}, torch {torch.__version__}, "

@@ -76,7 +76,7 @@ class StepClock(TrainerCallback):
 
 
 def examples(n: int, fmt: str, seed: int) -> pd.DataFrame:
-    from seqtune.pipeline.formats import render_completion, render_prompt
+    from seqtune.inference.formats import render_completion, render_prompt
     from seqtune.tasks import get_task
 
     t = get_task(TASK)
@@ -88,7 +88,7 @@ def examples(n: int, fmt: str, seed: int) -> pd.DataFrame:
 
 def run_seqtune(work: Path, base: Path, df: pd.DataFrame, batch_size: int) -> StepClock:
     from seqtune import paths
-    from seqtune.io import rows_sha256
+    from seqtune.files import rows_sha256
     from seqtune.pipeline import train
 
     proj = work / "seqtune"
@@ -118,7 +118,7 @@ def run_trl(work: Path, base: Path, df: pd.DataFrame, batch_size: int, tuned: bo
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from seqtune.pipeline.generation import native_bf16, pick_device
+    from seqtune.inference.devices import native_bf16, pick_device
 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -232,7 +232,7 @@ def main() -> None:
             figures["ratio_seqtune_over_trl"] = spread(ratios)
             print(f"ratio seqtune/trl: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}, round by round; "
                   f"goal >= 1.5x against tuned TRL)")
-        from seqtune.pipeline.generation import native_bf16, pick_device
+        from seqtune.inference.devices import native_bf16, pick_device
 
         dtype = torch.bfloat16 if native_bf16(pick_device()) else torch.float32
         peak = matmul_peak(dtype)

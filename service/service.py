@@ -27,7 +27,7 @@ Layout (BentoML >= 1.4, class-style):
   each. BentoML's own API page, which `/` used to be, is at `/docs`.
 Models are BentoML models (`seqtune bento import`) referenced with `BentoModel`, so
 `bentoml build` packages them; nothing here imports MLflow. `serve.runtime` picks what
-generates: `torch` (the pipeline's `Generator`, `serve.precision`) or `ctranslate2` (the
+generates: `torch` (seqtune.inference's `Generator`, `serve.precision`) or `ctranslate2` (the
 conversion `seqtune bento import` stored in each model, `serve.ct2_compute_type`:
 seqtune.serving.ct2); `/metadata` says which, per task. Settings come from params.yaml
 (`serve`, `tasks`, `register.model_prefix`): `$SEQTUNE_PARAMS`, else the params.yaml next to
@@ -308,9 +308,9 @@ def _load_generator(model_path: Path):
 
         return CT2Generator.load(model_path / HF_SUBDIR, ct2_folder(model_path, SERVE.ct2_compute_type),
                                  compute_type=SERVE.ct2_compute_type, **kw)
-    from seqtune.serving.runtime import Generator
+    from seqtune.serving.runtime import load_generator
 
-    return Generator.load(model_path / HF_SUBDIR, precision=SERVE.precision, **kw)
+    return load_generator(model_path / HF_SUBDIR, precision=SERVE.precision, **kw)
 
 
 def _model_attr(task: str) -> str:

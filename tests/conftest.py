@@ -55,7 +55,7 @@ def empty_mlflow_db(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _precision_cache(tmp_path_factory):
-    """The measured bf16 verdict (seqtune.pipeline.precision) is cached in a session folder,
+    """The measured bf16 verdict (seqtune.inference.precision) is cached in a session folder,
     never the user's ~/.cache: at most one measurement per session, subprocesses included."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEQTUNE_CACHE_DIR", str(tmp_path_factory.mktemp("seqtune-cache")))
@@ -74,7 +74,7 @@ def _isolated_stores(tmp_path, tmp_path_factory, monkeypatch, empty_mlflow_db):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama with a character tokenizer (built once per session)."""
-    from seqtune.pipeline.models import build_tiny
+    from seqtune.pipeline.tiny_model import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny") / "base")
 

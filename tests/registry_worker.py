@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from seqtune.pipeline import registry
+from seqtune.pipeline import register, registry
 from seqtune.pipeline.registry_lock import RegistryBusyError
 
 # Longer than the test waits for every worker to be ready (tests/test_registry_race.py), so a
@@ -40,7 +40,8 @@ def import_everything() -> None:
     import mlflow.pyfunc  # noqa: F401
     from mlflow import MlflowClient  # noqa: F401
 
-    from seqtune.pipeline import generation, pyfunc  # noqa: F401
+    from seqtune.inference import loader  # noqa: F401
+    from seqtune.pipeline import pyfunc  # noqa: F401
     from seqtune.tasks import get_task  # noqa: F401
 
 
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> int:
     released = time.time()
     try:
         if op == "register":
-            res = registry.register_model("smiles2formula", Path(args[0]), json.loads(Path(args[1]).read_text()),
+            res = register.register_model("smiles2formula", Path(args[0]), json.loads(Path(args[1]).read_text()),
                                           params=Path(params))
             out = {"version": res.version, "created": res.created, "promoted": res.promoted, "champion": res.champion}
         elif op == "promote":

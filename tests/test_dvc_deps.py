@@ -3,7 +3,7 @@
     python -m pytest -q tests/test_dvc_deps.py
 
 A stage whose `deps` miss a module it imports stays "up to date" after that module changes:
-editing the prompt format in `pipeline/formats.py` left `train` and `evaluate` cached. So for
+editing the prompt format (then `pipeline/formats.py`) left `train` and `evaluate` cached. So for
 every stage DVC resolves from dvc.yaml (`foreach` stages expanded, one per task, and any
 stage added later):
 
@@ -68,7 +68,7 @@ class Stage:
 @dataclass(frozen=True)
 class Ref:
     """What one import statement names: `from seqtune.tasks import get_task` is
-    Ref("seqtune.tasks", "get_task"); `import seqtune.io` is Ref("seqtune.io", None)."""
+    Ref("seqtune.tasks", "get_task"); `import seqtune.files` is Ref("seqtune.files", None)."""
 
     module: str
     name: str | None
@@ -362,12 +362,12 @@ def test_the_commands_map_to_the_stage_modules(stages):
     known = set(package_files(SRC))
     got = {s.name.split("@")[0]: entry_module(s.cmds[0], console_scripts(), SRC, known) for s in stages}
     assert {k: got.get(k) for k in ("molecules", "base_model", "train", "register")} == {
-        "molecules": "seqtune.pipeline.molecules", "base_model": "seqtune.pipeline.models",
-        "train": "seqtune.pipeline.train", "register": "seqtune.pipeline.registry",
+        "molecules": "seqtune.pipeline.molecules", "base_model": "seqtune.pipeline.base_model",
+        "train": "seqtune.pipeline.train", "register": "seqtune.pipeline.register",
     }
     # The closures see lazy imports: train loads its task plug-in (and chem) through get_task.
     train = closure(import_graph(), "seqtune.pipeline.train")
-    assert {"seqtune.pipeline.formats", "seqtune.tasks.smiles2iupac", "seqtune.chem", "seqtune.config"} <= train
+    assert {"seqtune.inference.formats", "seqtune.tasks.smiles2iupac", "seqtune.chem", "seqtune.config"} <= train
     assert "seqtune.cli" not in train and "seqtune.tasks.base" in train
 
 

@@ -139,7 +139,7 @@ def workspace(tmp_path, monkeypatch, tiny_model_dir, lively_model_dir, params_fi
 def test_evaluate_stage_end_to_end(workspace, tmp_path):
     import mlflow
 
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
 
     params, model, run_id, rows = workspace("smiles2formula")
     metrics = evaluate.main("smiles2formula", params=params)
@@ -153,7 +153,7 @@ def test_evaluate_stage_end_to_end(workspace, tmp_path):
     assert set(metrics["baseline_zero_shot"]) == {"exact_match", "element_accuracy", "char_similarity", "output_len"}
 
     # The exact saved artifact was scored: its greedy outputs are the predictions written.
-    want = [p.output for p in Generator.load(model, max_new_tokens=6).predict([r["source"] for r in rows])]
+    want = [p.output for p in load_generator(model, max_new_tokens=6).predict([r["source"] for r in rows])]
     assert len(set(want)) == len(want)  # distinct outputs, so the comparison below can fail
     items = [json.loads(line) for line in (tmp_path / "data" / "predictions" / "smiles2formula.jsonl").read_text().splitlines()]
     assert [i["prediction"] for i in items] == want

@@ -11,6 +11,10 @@ length ending at <|im_end|>), where dropping rows changes the batch shape of eve
 The answer-vocabulary head (`AnswerHead`): its logits equal the full head's on its tokens,
 greedy outputs are the full head's whenever those chose answer tokens, every decoding emits
 only answer tokens, and a model whose logits bypass the head keeps its full head.
+
+`verified` decoding runs only where the task's check is fair (`Task.decoding_for`), decided
+inside `Generator.predict`; and `load_generator` opens a folder without a card (the zero-shot
+base model) with the card it is given.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqtune.pipeline.generation import AnswerHead, Generator, install_answer_head
+from seqtune.inference.generator import Generator
+from seqtune.inference.heads import AnswerHead, install_answer_head
 from tests.real_models import converted
 
 SMILES = ["CCO", "c1ccccc1", "CC(=O)O", "CCN(CC)CC", "C1CCCCC1", "CC(C)O", "OC(=O)c1ccccc1", "C=CC#N",
@@ -114,6 +119,52 @@ def test_a_model_whose_logits_bypass_the_head_keeps_the_full_head(lively_model_d
     assert model.get_output_embeddings() is full
     gen = Generator(model, tok, task="smiles2formula", fmt="plain", answer_ids=[tok.eos_token_id])
     assert gen.answer_vocab is None
+
+
+
+def _spied(gen, monkeypatch, verdict: bool) -> tuple[list[int], list[int]]:
+    """Record the beams each `generate` call searches and the outputs each `verify` call checks
+    (which answers `verdict` for every output)."""
+    searched, checked = [], []
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda sources, **kw: searched.append(kw.get("num_beams", 1)) or real(sources, **kw))
+    monkeypatch.setattr(gen.task, "verify", lambda sources, outputs: checked.append(len(outputs)) or [verdict] * len(outputs))
+    return searched, checked
+
+
+def test_verified_decoding_runs_only_where_the_tasks_check_is_fair(lively_model_dir, monkeypatch):
+    """smiles2formula's check is RDKit's formula, the rule-based answer itself: `verified` asked
+    of it decodes greedy inside the generator (no beams searched, nothing checked), whoever
+    asks; smiles2iupac's (OPSIN parses a name back) is fair: beams searched, each checked."""
+    model, tok = _lively(lively_model_dir)
+    kw = dict(fmt="plain", max_new_tokens=12, batch_size=8)
+    formula = Generator(model, tok, task="smiles2formula", **kw)
+    greedy = [o[0] for o in formula.generate(SMILES)]
+    searched, checked = _spied(formula, monkeypatch, True)
+    preds = formula.predict(SMILES, decoding="verified", num_beams=3)
+    assert (searched, checked) == ([1], [])
+    assert [(p.output, p.verified) for p in preds] == [(o, None) for o in greedy]
+
+    iupac = Generator(_lively(lively_model_dir)[0], tok, task="smiles2iupac", **kw)
+    searched, checked = _spied(iupac, monkeypatch, False)
+    preds = iupac.predict(SMILES[:4], decoding="verified", num_beams=3)
+    assert (searched, checked) == ([3], [12])
+    assert all(p.verified is False for p in preds)
+
+
+def test_a_folder_without_a_card_loads_with_the_card_it_is_given(lively_model_dir):
+    """The zero-shot baseline's path: the base model has no seqtune.json, and is asked as the
+    fine-tuned model would be, with the full head."""
+    from seqtune.inference.loader import load_generator
+
+    with pytest.raises(FileNotFoundError, match="not a seqtune model folder"):
+        load_generator(lively_model_dir)
+    gen = load_generator(lively_model_dir, card={"task": "smiles2formula", "format": "plain"}, device="cpu",
+                         precision="fp32", max_new_tokens=12, batch_size=8)
+    assert (gen.task.name, gen.format, gen.answer_vocab) == ("smiles2formula", "plain", None)
+    model, tok = _lively(lively_model_dir)
+    ref = Generator(model, tok, task="smiles2formula", fmt="plain", precision="fp32", max_new_tokens=12, batch_size=8)
+    assert gen.generate(SMILES) == ref.generate(SMILES)
 
 
 @pytest.mark.slow

@@ -50,8 +50,8 @@ def _sh(*args: str, env: dict[str, str], timeout: int) -> subprocess.CompletedPr
 @pytest.mark.skipif(_missing() is not None and not in_ci(), reason=_missing() or "")
 def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
     from seqtune.config import load_params
-    from seqtune.pipeline.generation import Generator
-    from seqtune.pipeline.registry import register_model
+    from seqtune.inference.loader import load_generator
+    from seqtune.pipeline.register import register_model
     from seqtune.tasks import TASK_NAMES, get_task
 
     monkeypatch.chdir(tmp_path)  # MLflow's artifact folder follows the working directory
@@ -102,7 +102,7 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
         assert requests.post(f"{url}/smiles2iupac", json={"smiles": inputs}, timeout=60).status_code == 401
         res = requests.post(f"{url}/smiles2iupac", json={"smiles": [*inputs, "(("]}, headers=auth, timeout=300).json()
         serve = load_params(REPO / "params.yaml").serve
-        expected = [p.output for p in Generator.load(folders["smiles2iupac"], max_new_tokens=serve.max_new_tokens).predict(
+        expected = [p.output for p in load_generator(folders["smiles2iupac"], max_new_tokens=serve.max_new_tokens).predict(
             inputs, decoding=serve.decoding_for("smiles2iupac"), num_beams=serve.num_beams)]
         assert [r["output"] for r in res[:2]] == expected and res[0]["version"] == "1", res
         assert res[2]["valid"] is False and res[2]["error"], res
@@ -116,3 +116,4 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
         _sh("stop", env=env, timeout=120)
     gone = subprocess.run(["podman", "container", "exists", env["SEQTUNE_CONTAINER"]], check=False)
     assert gone.returncode != 0
+

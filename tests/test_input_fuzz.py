@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqtune.pipeline.generation import MODEL_CARD, Generator
+from seqtune.inference.cards import MODEL_CARD
+from seqtune.inference.loader import load_generator
 from seqtune.serving.predict import predict_items
 
 TASKS = ["smiles2iupac", "smiles2formula", "iupac2smiles"]
@@ -47,7 +48,7 @@ def generators(tiny_model_dir, tmp_path_factory):
         folder = tmp_path_factory.mktemp(task) / "model"
         shutil.copytree(tiny_model_dir, folder)
         (folder / MODEL_CARD).write_text(json.dumps({"task": task, "format": "plain"}))
-        out[task] = Generator.load(folder, max_new_tokens=4, batch_size=8)
+        out[task] = load_generator(folder, max_new_tokens=4, batch_size=8)
     return out
 
 

@@ -41,7 +41,7 @@ KILL_POINTS = [
 
 def _no_half_written_files(repo) -> list[str]:
     """Every output present after a kill is whole: JSON parses, weights pass the checks."""
-    from seqtune.pipeline.model_files import check_weights
+    from seqtune.inference.weights import check_weights
 
     bad = []
     for f in [*repo.glob("data/**/*.json"), *repo.glob("metrics/*.json")]:
@@ -100,7 +100,7 @@ def test_sigkill_in_every_stage_then_rerun_equals_an_uninterrupted_run(tmp_path,
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     local = mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion", dst_path=str(tmp_path / "dl"))
-    from seqtune.pipeline.model_files import check_weights
+    from seqtune.inference.weights import check_weights
 
     check_weights(next(p.parent for p in (tmp_path / "dl").rglob("model.safetensors")))
     assert not client.search_registered_models(f"name='{NAME}.lock'")

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqtune.pipeline.generation import MODEL_CARD, Generator
-from seqtune.pipeline.model_files import CorruptModelError, check_weights, load_causal_lm
+from seqtune.inference.cards import MODEL_CARD
+from seqtune.inference.loader import load_generator
+from seqtune.inference.weights import CorruptModelError, check_weights, load_causal_lm
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def _weights(folder: Path) -> Path:
 
 def test_intact_folder_loads_and_generates(model_dir):
     assert check_weights(model_dir) == [_weights(model_dir)]
-    gen = Generator.load(model_dir, max_new_tokens=2)
+    gen = load_generator(model_dir, max_new_tokens=2)
     assert len(gen.predict(["CCO", "c1ccccc1"])) == 2
 
 
@@ -43,7 +44,7 @@ def test_damaged_safetensors_named_in_the_error(model_dir, damage):
     st.write_bytes({"truncated": raw[: len(raw) * 2 // 3], "garbage": b"\x89PNG\r\n" + bytes(range(256)) * 8,
                     "empty": b""}[damage])
     with pytest.raises(CorruptModelError, match=st.name) as err:
-        Generator.load(model_dir)
+        load_generator(model_dir)
     assert "rebuild" in str(err.value)
 
 
@@ -87,7 +88,7 @@ def test_cli_prints_the_error_without_a_traceback(model_dir, capsys):
     st = _weights(model_dir)
     st.write_bytes(st.read_bytes()[:100])
     with pytest.raises(typer.Exit) as exit_:
-        _run(Generator.load, model_dir)
+        _run(load_generator, model_dir)
     assert exit_.value.exit_code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and st.name in err and "Traceback" not in err

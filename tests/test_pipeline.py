@@ -58,8 +58,9 @@ def test_dvc_repro_end_to_end(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for f in ("dvc.yaml", "sweeps.yaml", ".dvcignore", ".gitignore"):  # what git must not hold
+    for f in ("dvc.yaml", ".dvcignore", ".gitignore"):  # what git must not hold
         shutil.copy(REPO / f, repo / f)
+    shutil.copytree(REPO / "sweeps", repo / "sweeps")
     _write_params(repo, TINY_PARAMS)
     _sh(["git", "init", "-q"], repo)
     _sh(["dvc", "init", "-q"], repo)

@@ -1,4 +1,4 @@
-"""Native bf16 decided by fact (seqtune.pipeline.precision), for each CPU kind this project
+"""Native bf16 decided by fact (seqtune.inference.precision), for each CPU kind this project
 runs on, whichever CPU runs the tests:
 
     python -m pytest -q tests/test_precision.py
@@ -16,7 +16,8 @@ import json
 import pytest
 import torch
 
-from seqtune.pipeline import generation, precision, train
+from seqtune.inference import devices, generator, precision
+from seqtune.pipeline import train
 
 BASE = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr sse sse2 ht syscall nx lm pni ssse3 fma cx16 sse4_1 sse4_2 avx f16c avx2"
 AVX512 = "avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni avx512_vbmi"
@@ -213,35 +214,35 @@ CPU = torch.device("cpu")
 
 def test_auto_is_fp32_on_the_xeon_without_bf16(cpu_kind):
     fake = cpu_kind(XEON_NO_BF16)
-    assert generation.resolve_precision("auto", CPU) == "fp32"
-    assert generation.native_bf16(CPU) is False and train.use_bf16("auto", CPU) is False
+    assert devices.resolve_precision("auto", CPU) == "fp32"
+    assert devices.native_bf16(CPU) is False and train.use_bf16("auto", CPU) is False
     with pytest.raises(ValueError, match="no native bf16 .cpu flags have no avx512_bf16"):
-        generation.resolve_precision("bf16", CPU)
+        devices.resolve_precision("bf16", CPU)
     with pytest.raises(ValueError, match="AVX512-BF16 or AMX .* no avx512_bf16/amx_bf16"):
         train.use_bf16("bf16", CPU)
-    reason = generation.precision_reason("auto", "fp32", CPU)
+    reason = devices.precision_reason("auto", "fp32", CPU)
     assert reason == "auto -> fp32: " + precision.bf16_verdict(CPU).reason and "emulated" in reason
     assert fake.calls == 0
 
 
 def test_auto_is_bf16_on_the_epyc_with_bf16(cpu_kind):
     fake = cpu_kind(EPYC_BF16)
-    assert generation.resolve_precision("auto", CPU) == "bf16"
-    assert generation.resolve_precision("autocast", CPU) == "autocast"
+    assert devices.resolve_precision("auto", CPU) == "bf16"
+    assert devices.resolve_precision("autocast", CPU) == "autocast"
     assert train.use_bf16("auto", CPU) is True and train.use_bf16("bf16", CPU) is True
-    assert generation.precision_reason("auto", "bf16", CPU).startswith("auto -> bf16: cpu has avx512_bf16; bf16 matmul")
-    assert generation.precision_reason("fp32", "fp32", CPU) == "fp32 asked"
+    assert devices.precision_reason("auto", "bf16", CPU).startswith("auto -> bf16: cpu has avx512_bf16; bf16 matmul")
+    assert devices.precision_reason("fp32", "fp32", CPU) == "fp32 asked"
     assert fake.calls == 1  # every look after the first reads the cache
 
 
 def test_auto_is_fp32_on_avx2_only(cpu_kind):
     cpu_kind(AVX2_ONLY)
-    assert generation.resolve_precision("auto", CPU) == "fp32" and train.use_bf16("auto", CPU) is False
+    assert devices.resolve_precision("auto", CPU) == "fp32" and train.use_bf16("auto", CPU) is False
 
 
 def test_auto_is_fp32_where_the_flag_is_there_but_bf16_is_slower(cpu_kind):
     cpu_kind(EPYC_BF16, speedups=(0.26, 0.43))
-    assert generation.resolve_precision("auto", CPU) == "fp32"
+    assert devices.resolve_precision("auto", CPU) == "fp32"
 
 
 def test_the_generator_records_its_precision_and_why(cpu_kind, tiny_model_dir):
@@ -249,11 +250,11 @@ def test_the_generator_records_its_precision_and_why(cpu_kind, tiny_model_dir):
 
     cpu_kind(EPYC_BF16)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    gen = generation.Generator(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok, task="smiles2formula",
+    gen = generator.Generator(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok, task="smiles2formula",
                                fmt="plain", max_new_tokens=2)
     assert gen.precision == "bf16" and gen.precision_reason.startswith("auto -> bf16: cpu has avx512_bf16")
     cpu_kind(XEON_NO_BF16)
-    gen = generation.Generator(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok, task="smiles2formula",
+    gen = generator.Generator(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok, task="smiles2formula",
                                fmt="plain", max_new_tokens=2)
     assert gen.precision == "fp32" and "no avx512_bf16/amx_bf16" in gen.precision_reason
 

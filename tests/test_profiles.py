@@ -1,5 +1,5 @@
 """The `specialist` profile: `make specialist` runs exactly the configurations that
-sweeps-specialist.yaml reports on (else `seqtune report` would find no run for them).
+sweeps/specialist.yaml reports on (else `seqtune report` would find no run for them).
 
     .venv/bin/python -m pytest -q tests/test_profiles.py
 """
@@ -29,7 +29,7 @@ def test_make_specialist_runs_the_sweep_files_configurations():
     # The plan runs tasks of one configuration together: compare per task.
     planned = {}
     for exp in plan(["smiles2iupac_vs_baselines", "smiles2formula_vs_baselines", "iupac2smiles_vs_baselines"],
-                    sweeps_path=REPO / "sweeps-specialist.yaml", params=REPO / "params.yaml"):
+                    sweeps_path=REPO / "sweeps/specialist.yaml", params=REPO / "params.yaml"):
         o = _overrides(exp.command())
         o.pop("tasks")
         planned |= {f"[{t}]": o for t in exp.tasks}

@@ -19,7 +19,7 @@ import yaml
 
 from seqtune.pipeline import pyfunc, registry
 from seqtune.pipeline import registry_store as store
-from seqtune.pipeline.registry import register_model
+from seqtune.pipeline.register import register_model
 from tests.test_registry import NAME, TASK, make_model, metrics, params, workdir  # noqa: F401 (fixtures)
 
 SOURCES = ["CCO", "c1ccccc1", "CC(=O)O"]
@@ -169,19 +169,37 @@ def test_in_process_predict_answers_like_the_folder(params, make_model):
     """`seqtune predict` without --url, on a version from code: the service's settings, the
     folder's answers (the lively tiny model answers each input differently)."""
     from seqtune.config import load_params
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
     from seqtune.serving import predict
 
     folder = make_model(0)
     register_model(TASK, folder, metrics(0.25), params=params)
     cfg = load_params(params).serve
-    gen = Generator.load(folder, precision=cfg.precision, answer_vocab=cfg.answer_vocab)
+    gen = load_generator(folder, precision=cfg.precision, answer_vocab=cfg.answer_vocab)
     gen.max_new_tokens = cfg.max_new_tokens
     want = predict.predict_items(gen, SOURCES, decoding=cfg.decoding_for(TASK), num_beams=cfg.num_beams,
                                  max_input_length=cfg.max_input_length)
     got = predict.main(TASK, SOURCES, params=params)
     assert len({w["output"] for w in want}) == len(SOURCES)
     assert got == [{**w, "model": NAME, "version": "1"} for w in want]
+
+
+def test_the_registered_model_decodes_verified_only_where_it_is_fair(params, make_model, monkeypatch):
+    """`verified` asked of the MLflow model of smiles2formula, through MLflow's own predict and
+    its params: smiles2formula's check is RDKit's formula, so keeping the beam that checks out
+    would be the rule-based tool answering. It decodes greedy, as evaluation and the service do
+    (the rule is applied inside the generator): no beams searched, nothing checked."""
+    register_model(TASK, make_model(0), metrics(0.25), params=params)
+    loaded = pyfunc.load_model(f"models:/{NAME}/1")
+    gen = loaded.unwrap_python_model().generator
+    greedy = [p.output for p in gen.predict(SOURCES)]
+    searched, checked = [], []
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda sources, **kw: searched.append(kw.get("num_beams", 1)) or real(sources, **kw))
+    monkeypatch.setattr(gen.task, "verify", lambda sources, outputs: checked.append(len(outputs)) or [True] * len(outputs))
+    got = loaded.predict(SOURCES, params={"decoding": "verified", "num_beams": 3})
+    assert (searched, checked) == ([1], [])
+    assert list(got) == greedy and len(set(greedy)) == len(SOURCES)
 
 
 def test_a_version_whose_code_was_changed_is_refused_not_run(params, make_model, tmp_path):

@@ -13,8 +13,9 @@ import shutil
 
 import pytest
 
-from seqtune.pipeline import registry
-from seqtune.pipeline.registry import RegisterResult, register_model
+from seqtune.pipeline import register, registry
+from seqtune.pipeline import registry_store as store
+from seqtune.pipeline.register import RegisterResult, register_model
 
 TASK = "smiles2formula"
 NAME = f"seqtune-{TASK}"
@@ -92,7 +93,7 @@ def test_first_registration_logs_into_training_run_and_becomes_champion(params, 
     assert tags["test_hash"] == "t0" and tags["data_hash"] == "d0" and tags["base_model"] == "tiny"
     assert tags["format"] == "plain" and tags["method"] == "full"
     assert tags["primary_metric"] == "exact_match" and float(tags["primary_metric_value"]) == 0.25
-    assert tags["content_hash"] == registry.content_hash(folder)
+    assert tags["content_hash"] == store.content_hash(folder)
     logged = mlflow.get_run(run.info.run_id).data.metrics
     assert logged["eval.exact_match"] == 0.25 and logged["eval.baseline_rule.exact_match"] == 1.0
 
@@ -108,7 +109,7 @@ def test_registering_the_same_folder_twice_creates_nothing(params, make_model):
     assert (again.version, again.created, again.promoted) == (first.version, False, False)
     assert "already registered" in again.reason
     assert len(MlflowClient().search_model_versions(f"name='{NAME}'")) == 1
-    assert len(registry.alias_history(MlflowClient(), NAME)) == 1
+    assert len(store.alias_history(MlflowClient(), NAME)) == 1
 
     # Re-evaluating the same folder (another n_eval) refreshes the scores, still creates nothing.
     rescored = register_model(TASK, folder, {**metrics(0.4), "eval_hash": "e2", "n": 8}, params=params)
@@ -154,7 +155,7 @@ def test_promotion_rules_and_rollback(params, make_model):
     with pytest.raises(RuntimeError, match="nothing to roll back"):
         registry.rollback(TASK, params=params)
 
-    history = registry.alias_history(MlflowClient(), NAME)
+    history = store.alias_history(MlflowClient(), NAME)
     assert [(h["version"], h["by"]) for h in history] == [
         (1, "register"), (2, "register"), (5, "promote --force"), (2, "rollback"),
         (4, "promote"), (2, "rollback"), (1, "rollback"),
@@ -166,7 +167,7 @@ def test_champion_pyfunc_predicts_like_the_generator(params, make_model):
     import mlflow
     import pandas as pd
 
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
 
     folder = make_model(0)
     register_model(TASK, folder, metrics(0.1), params=params)
@@ -174,12 +175,12 @@ def test_champion_pyfunc_predicts_like_the_generator(params, make_model):
     assert uri == f"models:/{NAME}@champion"
 
     sources = ["CCO", "c1ccccc1", "CC(=O)O"]
-    want = [p.output for p in Generator.load(folder, max_new_tokens=6).predict(sources)]
+    want = [p.output for p in load_generator(folder, max_new_tokens=6).predict(sources)]
     assert len(set(want)) == len(want)  # distinct outputs, so the comparisons can fail
     model = mlflow.pyfunc.load_model(uri)
     assert model.predict(sources, params={"decoding": "greedy"}) == want
     assert model.predict(pd.DataFrame({"source": sources}), params={"decoding": "greedy"}) == want
-    beams = [p.output for p in Generator.load(folder, max_new_tokens=6).predict(sources, decoding="beam", num_beams=2)]
+    beams = [p.output for p in load_generator(folder, max_new_tokens=6).predict(sources, decoding="beam", num_beams=2)]
     assert beams != want  # beam search really differs here, so params reach the model
     assert model.predict(sources, params={"decoding": "beam"}) == beams  # num_beams=2 from the metrics
 
@@ -190,7 +191,7 @@ def test_champion_loads_in_the_precision_the_loader_asks_for(params, make_model)
     import mlflow
     import torch
 
-    from seqtune.pipeline.generation import resolve_precision
+    from seqtune.inference.devices import resolve_precision
 
     register_model(TASK, make_model(0), metrics(0.1), params=params)
     uri = registry.champion_uri(TASK, params=params)
@@ -223,13 +224,13 @@ def test_register_stage_writes_registry_json(params, make_model, workdir):
     from seqtune import paths
 
     with pytest.raises(FileNotFoundError, match="seqtune evaluate"):
-        registry.main(params=params)
+        register.main(params=params)
     make_model(0, dest=workdir / paths.model_dir(TASK))
     paths.metrics_path(TASK).parent.mkdir(parents=True)
     paths.metrics_path(TASK).write_text(json.dumps(metrics(0.2)))
 
-    summary = registry.main(params=params)
-    again = registry.main(params=params)  # the stage reruns on every repro: nothing new
+    summary = register.main(params=params)
+    again = register.main(params=params)  # the stage reruns on every repro: nothing new
     written = json.loads((workdir / "data" / "registry.json").read_text())
     assert written[TASK] == again[TASK]
     assert summary[TASK]["created"] and summary[TASK]["champion"] == 1
@@ -240,8 +241,12 @@ def test_errors_say_what_to_do(params, make_model, workdir, monkeypatch):
     assert registry.champion(TASK, params=params) is None
     with pytest.raises(RuntimeError, match="no champion .* `dvc repro`"):
         registry.champion_uri(TASK, params=params)
-    with pytest.raises(RuntimeError, match="not registered yet"):
-        registry.cli_show(TASK, params=params)
+    from typer.testing import CliRunner
+
+    from seqtune.cli import app
+
+    res = CliRunner().invoke(app, ["registry", "show", TASK, "--params", str(params)])
+    assert res.exit_code == 2 and "not registered yet" in res.output
     bare = make_model(0)
     (bare / "seqtune.json").unlink()
     with pytest.raises(FileNotFoundError, match="seqtune train"):
@@ -255,21 +260,20 @@ def test_errors_say_what_to_do(params, make_model, workdir, monkeypatch):
         registry.champion(TASK, params=params)
 
 
-def test_cli_tables(params, make_model, capsys, monkeypatch):
+def test_cli_tables(params, make_model, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps cells at the default 80 columns
     register_model(TASK, make_model(1), metrics(0.3), params=params)
     register_model(TASK, make_model(2), metrics(0.2), params=params)
-    registry.cli_list(params=params)
-    registry.cli_show(TASK, params=params)
-    out = capsys.readouterr().out
-    assert "v1 ★" in out and "exact_match=0.3000" in out and "exact_match=0.2000" in out
-    assert "champion: v1" in out and "first champion" in out
-
-    # Through the CLI: a refused promotion is one message and a non-zero exit, not a traceback.
     from typer.testing import CliRunner
 
     from seqtune.cli import app
 
+    out = "".join(CliRunner().invoke(app, ["registry", verb, *args, "--params", str(params)]).output
+                  for verb, args in (("list", []), ("show", [TASK])))
+    assert "v1 ★" in out and "exact_match=0.3000" in out and "exact_match=0.2000" in out
+    assert "champion: v1" in out and "first champion" in out
+
+    # A refused promotion is one message and a non-zero exit, not a traceback.
     res = CliRunner().invoke(app, ["registry", "promote", TASK, "2", "--params", str(params)])
     assert res.exit_code == 2 and "--force" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["registry", "promote", TASK, "2", "--force", "--params", str(params)])
@@ -279,7 +283,7 @@ def test_cli_tables(params, make_model, capsys, monkeypatch):
 
 
 def test_real_band_tag_lists_bands_in_size_order():
-    from seqtune.pipeline.registry import real_bands_tag
+    from seqtune.pipeline.register import real_bands_tag
 
     # metrics/TASK.json sorts keys as strings: "13-15" < "3-12" < "31-60".
     metrics = {"real": {"13-15": {"n": 50, "structure_match": 0.06}, "3-12": {"n": 49, "structure_match": 0.02},

@@ -107,18 +107,18 @@ def _smiles2formula_model(params_file, tmp_path, monkeypatch, lively_model_dir, 
 
 def test_register_refuses_while_someone_else_holds_the_lock(client, params_file, tmp_path, monkeypatch, lively_model_dir):
     """The lock is actually taken by the verbs (a lock nobody takes would pass the tests above)."""
-    from seqtune.pipeline import registry
+    from seqtune.pipeline import register, registry
 
     params, model, metrics = _smiles2formula_model(params_file, tmp_path, monkeypatch, lively_model_dir, 0.5)
     alive = subprocess.Popen(["sleep", "60"])
     try:
         plant(client, alive.pid)
         with pytest.raises(RegistryBusyError):
-            registry.register_model("smiles2formula", model, metrics, params=params)
+            register.register_model("smiles2formula", model, metrics, params=params)
         with pytest.raises(RegistryBusyError):
             registry.rollback("smiles2formula", params=params)
         client.delete_registered_model(lock_name(NAME))
-        res = registry.register_model("smiles2formula", model, metrics, params=params)
+        res = register.register_model("smiles2formula", model, metrics, params=params)
         assert res.created and res.promoted and res.champion == res.version
         assert client.get_model_version(NAME, str(res.version)).tags["alias_decision"].startswith(f"v{res.version} is the first")
     finally:
@@ -131,7 +131,7 @@ def test_a_register_killed_before_its_decision_is_decided_by_the_rerun(client, p
     must still promote it; a version that was decided (then rolled back from) must stay so."""
     import shutil
 
-    from seqtune.pipeline import registry
+    from seqtune.pipeline import register, registry
 
     monkeypatch.chdir(tmp_path)
     params = params_file({"tasks": ["smiles2formula"]})
@@ -144,19 +144,19 @@ def test_a_register_killed_before_its_decision_is_decided_by_the_rerun(client, p
         (out / "training_summary.json").write_text(str(i))
         return out, {"primary_metric": "exact_match", "exact_match": score, "test_hash": "t", "n": 2}
 
-    first = registry.register_model("smiles2formula", *model(0, 0.3), params=params)
+    first = register.register_model("smiles2formula", *model(0, 0.3), params=params)
     better = model(1, 0.5)
-    real_decide = registry._decide
-    monkeypatch.setattr(registry, "_decide", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+    real_decide = register._decide
+    monkeypatch.setattr(register, "_decide", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
     with pytest.raises(SystemExit):
-        registry.register_model("smiles2formula", *better, params=params)
-    monkeypatch.setattr(registry, "_decide", real_decide)
+        register.register_model("smiles2formula", *better, params=params)
+    monkeypatch.setattr(register, "_decide", real_decide)
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == first.version
 
-    rerun = registry.register_model("smiles2formula", *better, params=params)
+    rerun = register.register_model("smiles2formula", *better, params=params)
     assert not rerun.created and rerun.promoted and rerun.champion == first.version + 1
     registry.rollback("smiles2formula", params=params)
-    again = registry.register_model("smiles2formula", *better, params=params)
+    again = register.register_model("smiles2formula", *better, params=params)
     assert not again.promoted and again.champion == first.version, "a re-run undid a rollback"
 
 
@@ -187,18 +187,18 @@ def test_an_undecided_version_found_under_the_lock_is_decided_there(client, para
     """Another register created a version of the same folder while this one uploaded, then died
     before deciding: found under the lock, the version is decided right there. (The lock is not
     reentrant: taking it a second time waited out register.lock_wait_s on itself, then failed.)"""
-    from seqtune.pipeline import registry
+    from seqtune.pipeline import register
 
     params, model, metrics = _smiles2formula_model(params_file, tmp_path, monkeypatch, lively_model_dir, 2)
-    real_upload = registry._upload
+    real_upload = register._upload
 
     def upload_while_another_registers_and_dies(mlflow, name, model_dir, scores, run_id):
         info = real_upload(mlflow, name, model_dir, scores, run_id)
-        mlflow.register_model(info.model_uri, name, tags=registry._version_tags("smiles2formula", model_dir, scores))
+        mlflow.register_model(info.model_uri, name, tags=register._version_tags("smiles2formula", model_dir, scores))
         return info
 
-    monkeypatch.setattr(registry, "_upload", upload_while_another_registers_and_dies)
-    res = registry.register_model("smiles2formula", model, metrics, params=params)
+    monkeypatch.setattr(register, "_upload", upload_while_another_registers_and_dies)
+    res = register.register_model("smiles2formula", model, metrics, params=params)
     assert (res.version, res.created, res.promoted, res.champion) == (1, False, True, 1)
     assert "undecided until now" in res.reason and not held(client)
     assert len(client.search_model_versions(f"name='{NAME}'")) == 1

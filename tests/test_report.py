@@ -117,7 +117,7 @@ def test_quality_against_time_places_each_epoch_at_its_share_of_the_runs_hours(t
 
 def test_verified_verdict_needs_a_lift_and_a_flag_that_is_never_wrong():
     from seqtune.experiments.verdicts import verified_verdict
-    from seqtune.pipeline.evaluate import GREEDY
+    from seqtune.pipeline.eval_keys import GREEDY
 
     def ev(right: list[int], greedy_right: list[int], verified: list[bool]) -> RunEvidence:
         e = RunEvidence("v" * 32, "smiles2iupac", None,
@@ -275,13 +275,13 @@ def _run_pipeline(params) -> str:
 
 @pytest.fixture
 def project(tmp_path, monkeypatch, params_file):
-    from seqtune.pipeline import models, molecules
+    from seqtune.pipeline import base_model, molecules
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     params = params_file(COMMON)
     molecules.main(params=params)
-    models.main(params=params)
+    base_model.main(params=params)
     (tmp_path / "sweeps.yaml").write_text(yaml.safe_dump(SWEEPS))
     return tmp_path, params
 
@@ -415,9 +415,9 @@ def test_a_run_older_than_a_key_matches_that_keys_default_only():
     assert match_run(pd.DataFrame([row]), sig, "smiles2formula") is None
 
 
-@pytest.mark.parametrize(("sweeps_file", "report"), [("sweeps-quick.yaml", "reports/quick"),
-                                                     ("sweeps-specialist.yaml", "reports/specialist"),
-                                                     ("sweeps-default.yaml", "reports/default")])
+@pytest.mark.parametrize(("sweeps_file", "report"), [("sweeps/quick.yaml", "reports/quick"),
+                                                     ("sweeps/specialist.yaml", "reports/specialist"),
+                                                     ("sweeps/default.yaml", "reports/default")])
 def test_committed_reports_keep_their_run_records(sweeps_file, report):
     """A params.yaml default that changes must not orphan a committed report's runs: every
     sweep the committed report shows results for still finds a run record for each point that

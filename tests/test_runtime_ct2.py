@@ -66,9 +66,9 @@ def converted(champion, tmp_path_factory):
 
 
 def _torch(folder: Path, *, answer_vocab: bool, batch_size: int = 4):
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
 
-    return Generator.load(folder, device="cpu", precision="fp32", max_new_tokens=MAX_NEW, batch_size=batch_size,
+    return load_generator(folder, device="cpu", precision="fp32", max_new_tokens=MAX_NEW, batch_size=batch_size,
                           answer_vocab=answer_vocab)
 
 
@@ -120,7 +120,7 @@ def test_a_wrong_conversion_gives_other_outputs(champion, converted, tmp_path):
 
 
 def test_verified_decoding_is_the_torch_paths_over_ctranslate2_beams(champion, converted, monkeypatch):
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.generator import Generator
     from seqtune.serving.ct2 import CT2Generator
 
     assert CT2Generator.predict is Generator.predict  # reused, not copied
@@ -210,7 +210,7 @@ def _import(params: Path) -> dict:
 
 
 def test_bento_import_stores_the_conversion_the_service_serves(champion, params_file, tmp_path, monkeypatch):
-    from seqtune.pipeline.registry import register_model
+    from seqtune.pipeline.register import register_model
     from seqtune.serving.bento import ct2_folder
     from seqtune.tasks import get_task
 

@@ -38,13 +38,13 @@ def _post(url: str, route: str, body, **kw) -> requests.Response:
 
 def _expected(folder: Path, inputs: list[str], task: str) -> list[str]:
     """The model's own answers, decoded as the service decodes `task` (serve.decoding)."""
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
 
     from seqtune.tasks import get_task
 
     serve = load_params(PARAMS).serve
     decoding = get_task(task).decoding_for(serve.decoding_for(task))  # verified only where it is fair
-    gen = Generator.load(folder, max_new_tokens=serve.max_new_tokens)
+    gen = load_generator(folder, max_new_tokens=serve.max_new_tokens)
     return [p.output for p in gen.predict(inputs, decoding=decoding, num_beams=serve.num_beams)]
 
 
@@ -59,10 +59,10 @@ def stack(tmp_path_factory, tiny_model_dir, empty_mlflow_db):
 
 
 def test_predict_items_isolates_bad_items(tmp_path, tiny_model_dir):
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
     from seqtune.serving.predict import predict_items
 
-    gen = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "m", "smiles2formula"))
+    gen = load_generator(tiny_champion(tiny_model_dir, tmp_path / "m", "smiles2formula"))
     items = ["CCO", "xx((", "", "c1ccccc1", "C" * 20]
     res = predict_items(gen, items, max_input_length=10)
     assert [r["input"] for r in res] == items
@@ -81,10 +81,10 @@ def test_verified_decoding_degrades_to_unverified_top_beams_when_opsin_fails(tmp
     item still gets its top beam, `verified` null, no error, after ONE beam search (not the
     N + 1 of a failed batch retried item by item)."""
     import seqtune.tasks.smiles2iupac as s2i
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
     from seqtune.serving.predict import predict_items
 
-    gen = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "n", "smiles2iupac"), max_new_tokens=12)
+    gen = load_generator(tiny_champion(tiny_model_dir, tmp_path / "n", "smiles2iupac"), max_new_tokens=12)
     items = ["CCO", "c1ccccc1", "CC(=O)O"]
     top = [c[0] for c in gen.generate(items, num_beams=3, num_return_sequences=3)]
     calls: list[int] = []
@@ -102,16 +102,16 @@ def test_verified_decoding_degrades_to_unverified_top_beams_when_opsin_fails(tmp
 
 
 def test_predict_items_verified_decoding_and_generation_failures(tmp_path, tiny_model_dir, monkeypatch):
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
     from seqtune.serving.predict import predict_items
 
-    iupac = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "n", "smiles2iupac"), max_new_tokens=16)
+    iupac = load_generator(tiny_champion(tiny_model_dir, tmp_path / "n", "smiles2iupac"), max_new_tokens=16)
     res = predict_items(iupac, ["CCO"], decoding="verified")
     assert res[0]["output"] == iupac.predict(["CCO"], decoding="verified")[0].output
     assert res[0]["verified"] is False  # no beam of the random model names ethanol
     # smiles2formula's check is RDKit's formula itself: keeping the beam that checks out would
     # be the rule-based tool answering, so `verified` decodes greedy there (and still checks).
-    gen = Generator.load(tiny_champion(tiny_model_dir, tmp_path / "m", "smiles2formula"), max_new_tokens=16)
+    gen = load_generator(tiny_champion(tiny_model_dir, tmp_path / "m", "smiles2formula"), max_new_tokens=16)
     asked: list[str] = []
     spied = gen.predict
     monkeypatch.setattr(gen, "predict", lambda sources, **kw: asked.append(kw["decoding"]) or spied(sources, **kw))
@@ -365,7 +365,7 @@ def test_built_bento_carries_its_models_and_serves(stack, tmp_path, monkeypatch,
     reqs = (bento / "env/python/requirements.txt").read_text()
     assert "torch==2.13.0" in reqs.splitlines()  # the tested pin, never re-resolved
     assert not (bento / "env/python/requirements.lock.txt").exists()  # lock_packages: false
-    for f in ("params.yaml", "service/service.py", "seqtune/pipeline/generation.py"):
+    for f in ("params.yaml", "service/service.py", "seqtune/inference/generator.py"):
         assert (bento / "src" / f).exists(), f
 
     # The exported bento carries every champion.
@@ -379,7 +379,7 @@ def test_built_bento_carries_its_models_and_serves(stack, tmp_path, monkeypatch,
         assert any(n.startswith(f"models/seqtune-{task}/") and n.endswith("hf/model.safetensors") for n in names), task
 
     # A better smiles2formula model becomes champion v2; importing it adds a newer BentoML model.
-    from seqtune.pipeline.registry import register_model
+    from seqtune.pipeline.register import register_model
 
     v2 = tiny_champion(tiny_model_dir, tmp_path / "v2", "smiles2formula", seed=2)
     assert register_model("smiles2formula", v2, {"exact_match": 0.5}, params=PARAMS).promoted

@@ -16,7 +16,7 @@ from seqtune.experiments.sweeps import apply_overrides, load_sweeps, parse_queue
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("sweeps_file", ["sweeps.yaml", "sweeps-quick.yaml", "sweeps-paper.yaml"])
+@pytest.mark.parametrize("sweeps_file", ["sweeps/cpu.yaml", "sweeps/quick.yaml", "sweeps/paper.yaml"])
 def test_shipped_sweeps_validate_and_cover_the_findings(sweeps_file):
     sf = load_sweeps(REPO / sweeps_file, REPO / "params.yaml")
     assert {"specialist", "data_size", "epochs", "format", "base_model", "method"} <= set(sf.sweeps)
@@ -27,7 +27,7 @@ def test_shipped_sweeps_validate_and_cover_the_findings(sweeps_file):
 
 
 def test_plan_runs_a_shared_configuration_once():
-    experiments = plan(["format", "data_size", "epochs"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
+    experiments = plan(["format", "data_size", "epochs"], sweeps_path=REPO / "sweeps" / "cpu.yaml", params=REPO / "params.yaml")
     # format[0] (plain), data_size[2] (1000) and epochs[0] are the same reference run.
     shared = [e for e in experiments if "format[0]" in e.points]
     assert len(shared) == 1 and {"data_size[2]", "epochs[0]"} <= set(shared[0].points)
@@ -64,7 +64,7 @@ def test_bad_sweeps_are_errors(tmp_path, sweep, needle):
 
 
 def test_paper_profile_is_the_methods_scale():
-    sf = load_sweeps(REPO / "sweeps-paper.yaml", REPO / "params.yaml")
+    sf = load_sweeps(REPO / "sweeps/paper.yaml", REPO / "params.yaml")
     assert [p["data.n_train"] for p in sf.sweeps["data_size"].points] == [10_000, 100_000, 1_000_000]
     assert max(p.get("train.epochs", 0) for p in sf.sweeps["epochs"].points) >= 30
     models = {p["base_model.name"] for p in sf.sweeps["base_model"].points}
@@ -92,7 +92,7 @@ Worker status: 1 active, 0 idle
 def test_queue_skips_a_configuration_waiting_under_another_points_name(monkeypatch, caplog):
     from seqtune.experiments import sweeps
 
-    ref = next(e for e in plan(["format", "data_size"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
+    ref = next(e for e in plan(["format", "data_size"], sweeps_path=REPO / "sweeps" / "cpu.yaml", params=REPO / "params.yaml")
                if "data_size[2]" in e.points)
     # The reference configuration was queued by the specialist sweep, under its name.
     running = "specialist-0-" + ref.name.rsplit("-", 1)[-1]
@@ -100,7 +100,7 @@ def test_queue_skips_a_configuration_waiting_under_another_points_name(monkeypat
     calls = []
     monkeypatch.setattr(sweeps.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
     with caplog.at_level("INFO", logger="seqtune.experiments.sweeps"):
-        sweeps.queue(["data_size"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
+        sweeps.queue(["data_size"], sweeps_path=REPO / "sweeps" / "cpu.yaml", params=REPO / "params.yaml")
     assert f"already in the DVC queue as {running} (Running)" in caplog.text
     queued = [cmd[cmd.index("-n") + 1] for cmd in calls]
     assert len(queued) == 3 and not any(q.endswith(running[-6:]) for q in queued)
@@ -118,7 +118,7 @@ def test_a_hung_dvc_queue_is_killed_at_its_timeout(tmp_path, monkeypatch):
     monkeypatch.setattr(sweeps, "QUEUE_TIMEOUT_S", 1)
     start = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired, match="dvc"):
-        sweeps.queue(["data_size"], sweeps_path=REPO / "sweeps.yaml", params=REPO / "params.yaml")
+        sweeps.queue(["data_size"], sweeps_path=REPO / "sweeps" / "cpu.yaml", params=REPO / "params.yaml")
     assert time.monotonic() - start < 60
 
 
@@ -153,8 +153,8 @@ def test_sampled_tokens_per_example_are_what_the_stages_make(tmp_path, monkeypat
     from seqtune.config import load_params
     from seqtune.experiments.sample_tokens import Sampler
     from seqtune.pipeline import data, molecules
-    from seqtune.pipeline.formats import _INSTRUCTION_TEMPLATE
-    from seqtune.pipeline.models import build_tiny_tokenizer
+    from seqtune.inference.formats import _INSTRUCTION_TEMPLATE
+    from seqtune.pipeline.tiny_model import build_tiny_tokenizer
     from seqtune.pipeline.sft_data import encode_examples
     from seqtune.tasks import get_task
 
@@ -200,7 +200,7 @@ def _cost_sweeps(path, tokenizer_dir):
 def test_cost_counts_each_point_on_its_own_sample(tmp_path, monkeypatch, params_file):
     from seqtune.experiments.cost import estimate, notes, table
     from seqtune.experiments.sample_tokens import Sampler
-    from seqtune.pipeline.models import build_tiny_tokenizer
+    from seqtune.pipeline.tiny_model import build_tiny_tokenizer
 
     monkeypatch.chdir(tmp_path)
     tok = build_tiny_tokenizer()

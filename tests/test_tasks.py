@@ -197,37 +197,39 @@ OPSIN_NAMES = ["ethanol", "not a chemical name", "benzoic acid", "2-methylpropan
 
 def test_the_long_lived_opsin_answers_as_a_one_off_jvm_and_is_reused():
     from seqtune import chem
+    from seqtune.chem import opsin_jvm
 
-    once = [s or None for s in chem._opsin_once(OPSIN_NAMES)]
+    once = [s or None for s in opsin_jvm.run_once(OPSIN_NAMES)]
     assert once[0] == "C(C)O" and once[1] is None  # real answers, not all None
     first = chem.opsin_to_smiles(OPSIN_NAMES)
-    proc = chem._opsin_process()._proc
+    proc = opsin_jvm.shared_process()._proc
     assert first == once and proc is not None and proc.poll() is None
     # Reused, not restarted, and in step with its replies across calls of any size.
     assert chem.opsin_to_smiles(OPSIN_NAMES[::-1]) == once[::-1]
     assert chem.opsin_to_smiles(["propan-2-one"]) == [once[-1]]
     assert chem.opsin_to_smiles(OPSIN_NAMES * 300) == once * 300  # > both pipe buffers: no deadlock
-    assert chem._opsin_process()._proc is proc
+    assert opsin_jvm.shared_process()._proc is proc
 
 
 def test_a_dead_or_out_of_step_opsin_is_replaced(monkeypatch, caplog):
     from seqtune import chem
+    from seqtune.chem import opsin_jvm
 
     expected = chem.opsin_to_smiles(OPSIN_NAMES)
     # Killed between calls (as the OOM killer would): the next call starts a new one.
-    chem._opsin_process()._proc.kill()
-    chem._opsin_process()._proc.wait()
+    opsin_jvm.shared_process()._proc.kill()
+    opsin_jvm.shared_process()._proc.wait()
     assert chem.opsin_to_smiles(OPSIN_NAMES) == expected
     # Replies out of step (here: the sentinel answered unlike expected): the process is killed,
     # the call still answers right through a one-off JVM, and says so.
-    proc = chem._opsin_process()._proc
-    monkeypatch.setattr(chem.OpsinProcess, "SENTINEL", ("methane", "CC"))
+    proc = opsin_jvm.shared_process()._proc
+    monkeypatch.setattr(opsin_jvm.OpsinProcess, "SENTINEL", ("methane", "CC"))
     with caplog.at_level("WARNING", logger="seqtune.chem"):
         assert chem.opsin_to_smiles(OPSIN_NAMES) == expected
     assert "out of step" in caplog.text and proc.poll() is not None
     monkeypatch.undo()
     assert chem.opsin_to_smiles(OPSIN_NAMES) == expected
-    assert chem._opsin_process()._proc is not proc
+    assert opsin_jvm.shared_process()._proc is not proc
 
 
 def _hung_java(folder) -> Path:
@@ -248,13 +250,13 @@ def _gone(pid: int) -> bool:
 
 
 def test_a_hung_one_off_opsin_is_killed_at_its_timeout(tmp_path, monkeypatch):
-    from seqtune import chem
+    from seqtune.chem import opsin_jvm
 
     _hung_java(tmp_path)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     start = time.monotonic()
     with pytest.raises(RuntimeError, match=r"did not finish 2 names within 1 s and was killed"):
-        chem._opsin_once(["ethanol", "methanol"], timeout=1)
+        opsin_jvm.run_once(["ethanol", "methanol"], timeout=1)
     assert time.monotonic() - start < 60  # the hung JVM would sleep 120 s
     assert _gone(int((tmp_path / "pid").read_text())), "the hung OPSIN was left running"
     assert not list(Path(tempfile.gettempdir()).glob(f"opsin-{os.getpid()}-*")), "its temp file was left behind"
@@ -264,6 +266,7 @@ def test_opsin_that_hangs_both_ways_raises_instead_of_waiting(tmp_path, monkeypa
     # The long-lived OPSIN times out (as a hung one does), then the one-off fallback hangs too:
     # the caller gets an error in seconds, not a request that never returns.
     from seqtune import chem
+    from seqtune.chem import opsin_jvm
 
     class Hung:
         def parse(self, names, timeout):
@@ -271,9 +274,9 @@ def test_opsin_that_hangs_both_ways_raises_instead_of_waiting(tmp_path, monkeypa
 
     _hung_java(tmp_path)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(chem, "require_java", lambda: None)  # the hung `java -version` has its own timeout
-    monkeypatch.setattr(chem, "_opsin_process", Hung)
-    monkeypatch.setattr(chem, "opsin_timeout", lambda n: 1.0)
+    monkeypatch.setattr(opsin_jvm, "require_java", lambda: None)  # the hung `java -version` has its own timeout
+    monkeypatch.setattr(opsin_jvm, "shared_process", Hung)
+    monkeypatch.setattr(opsin_jvm, "opsin_timeout", lambda n: 1.0)
     with pytest.raises(RuntimeError, match="did not finish 1 names within 1 s"):
         chem.opsin_to_smiles(["ethanol"])
 

@@ -17,9 +17,10 @@ from transformers import TrainerCallback
 
 from seqtune import paths
 from seqtune.config import ConfigError, parse_params
-from seqtune.io import rows_sha256
-from seqtune.pipeline import models, precision, train
-from seqtune.pipeline.formats import render_completion, render_prompt
+from seqtune.files import rows_sha256
+from seqtune.inference import precision
+from seqtune.inference.formats import render_completion, render_prompt
+from seqtune.pipeline import base_model, tiny_model, train
 from seqtune.pipeline.sft_data import IGNORE_INDEX, Collator, EpochLengthGroupedSampler, encode, encode_examples, padding_ratio
 from seqtune.tasks import get_task
 from seqtune.tracking import RESUMED_TAG
@@ -58,7 +59,7 @@ def project(tmp_path, monkeypatch, params_file):
     """A project folder with the tiny base model and a toy dataset; returns a params writer."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread is fastest here
-    models.main(params=params_file({"base_model": {"name": "tiny"}}))
+    base_model.main(params=params_file({"base_model": {"name": "tiny"}}))
     write_dataset()
     return lambda **train_overrides: params_file({"base_model": {"name": "tiny"}, "train": {**TOY, **train_overrides}})
 
@@ -92,7 +93,7 @@ def _mlflow_client():
 
 
 def test_prompt_masked_by_length_and_eos_label_kept():
-    tok = models.build_tiny_tokenizer()
+    tok = tiny_model.build_tiny_tokenizer()
     # The completion repeats the prompt: masking by searching for a template would go wrong.
     prompt, completion = "C =>", " C =>"
     ex = encode(tok, prompt, completion)
@@ -106,7 +107,7 @@ def test_prompt_masked_by_length_and_eos_label_kept():
 
 
 def test_too_long_examples_are_dropped_and_counted_never_truncated():
-    tok = models.build_tiny_tokenizer()
+    tok = tiny_model.build_tiny_tokenizer()
     enc = encode_examples(tok, ["a =>", "abcdefgh =>", "ab =>"], [" x", " y", " zzzzzzzz"], max_length=8)
     # "a =>"+" x"+EOS = 7 tokens kept; the other two are 14 and 14 tokens.
     assert enc.dropped == 2 and len(enc.rows) == 1 and enc.rows[0]["length"] == 7
@@ -114,7 +115,7 @@ def test_too_long_examples_are_dropped_and_counted_never_truncated():
 
 
 def test_collator_right_pads_whatever_the_tokenizer_side():
-    tok = models.build_tiny_tokenizer()
+    tok = tiny_model.build_tiny_tokenizer()
     tok.padding_side = "left"  # what generation sets; training must not follow it
     rows = encode_examples(tok, ["CC =>", "C =>"], [" C2H6", " CH4"], max_length=64).rows
     batch = Collator(tok.pad_token_id)(rows)
@@ -170,7 +171,7 @@ def test_generator_precision_follows_native_bf16(monkeypatch, tiny_model_dir):
     CPU without it is an error, not a crawl."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from seqtune.pipeline import generation
+    from seqtune.inference import devices, generator
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     seen = []
@@ -180,23 +181,23 @@ def test_generator_precision_follows_native_bf16(monkeypatch, tiny_model_dir):
         seen.append(kw.get("dtype"))
         return real(*a, **kw)
 
-    monkeypatch.setattr(generation.torch, "autocast", spy)
+    monkeypatch.setattr(generator.torch, "autocast", spy)
     cases = [(False, "auto", torch.float32, []), (True, "auto", torch.bfloat16, []),
              (True, "autocast", torch.float32, [torch.bfloat16]), (True, "fp32", torch.float32, [])]
     for native, precision, dtype, autocasts in cases:
         seen.clear()
-        monkeypatch.setattr(generation, "native_bf16", lambda device, n=native: n)
+        monkeypatch.setattr(devices, "native_bf16", lambda device, n=native: n)
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        gen = generation.Generator(model, tok, task="smiles2formula", fmt="plain", max_new_tokens=2, precision=precision)
+        gen = generator.Generator(model, tok, task="smiles2formula", fmt="plain", max_new_tokens=2, precision=precision)
         gen.generate(["CCO"])
         assert {p.dtype for p in gen.model.parameters()} == {dtype}, (native, precision)
         assert seen == autocasts, (native, precision)
-    monkeypatch.setattr(generation, "native_bf16", lambda device: False)
+    monkeypatch.setattr(devices, "native_bf16", lambda device: False)
     for precision in ("bf16", "autocast"):
         with pytest.raises(ValueError, match="no native bf16"):
-            generation.resolve_precision(precision, torch.device("cpu"))
+            devices.resolve_precision(precision, torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown precision"):
-        generation.resolve_precision("fp16", torch.device("cpu"))
+        devices.resolve_precision("fp16", torch.device("cpu"))
 
 
 # ---------------------------------------------------------------- training runs (tiny model)
@@ -229,13 +230,13 @@ def test_loss_falls_and_the_model_folder_follows_the_contract(project):
     assert epochs[-1]["eval_loss"] < epochs[0]["eval_loss"] and epochs[-1]["loss"] < epochs[0]["loss"]
     assert (folder / "run_id").read_text() == summary["run_id"]
     # The artifact is what evaluation loads: it generates through the shared Generator.
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.loader import load_generator
 
-    gen = Generator.load(folder, device="cpu", max_new_tokens=12)
+    gen = load_generator(folder, device="cpu", max_new_tokens=12)
     assert gen.answer_vocab == len(answer_ids)  # decodes with the trimmed head by default
     preds = gen.predict(["CCO", "CCN"])
     assert len(preds) == 2 and all(isinstance(p.output, str) for p in preds)
-    assert Generator.load(folder, device="cpu", answer_vocab=False).answer_vocab is None
+    assert load_generator(folder, device="cpu", answer_vocab=False).answer_vocab is None
 
 
 def test_mlflow_run_holds_params_step_losses_and_epoch_metrics(project):
@@ -267,7 +268,7 @@ def test_mlflow_run_holds_params_step_losses_and_epoch_metrics(project):
 def test_warm_start_continues_the_registered_champion_and_records_its_lineage(project, params_file):
     """base_model.name: models:/<name>@champion trains on from the champion's weights (its first
     loss is where the cold run ended, not where it began) and MLflow records which version."""
-    from seqtune.pipeline.registry import register_model
+    from seqtune.pipeline.register import register_model
 
     cold = train.main(TASK, params=project())
     metrics = {"primary_metric": "exact_match", "exact_match": 0.5, "test_hash": "t", "data_hash": "d",
@@ -275,11 +276,11 @@ def test_warm_start_continues_the_registered_champion_and_records_its_lineage(pr
     reg = register_model(TASK, paths.model_dir(TASK), metrics, params=project())
     name = f"seqtune-{TASK}"
     warm_params = params_file({"base_model": {"name": f"models:/{name}@champion"}, "train": {**TOY, "epochs": 1}})
-    card = models.main(params=warm_params)
+    card = base_model.main(params=warm_params)
     assert card["source"] == f"registry:{name}/{reg.version}"
     assert card["parent"]["version"] == reg.version and card["parent"]["run_id"] == cold["run_id"]
     assert card["parent"]["base_model"] == "tiny"
-    assert card["weights_sha256"] == models.weights_sha256(paths.model_dir(TASK))  # the champion's weights
+    assert card["weights_sha256"] == base_model.weights_sha256(paths.model_dir(TASK))  # the champion's weights
     assert not (paths.BASE_MODEL / "seqtune.json").exists()  # its own records stay behind
     shutil.rmtree(paths.model_dir(TASK))
     shutil.rmtree(paths.checkpoint_dir(TASK), ignore_errors=True)
@@ -301,7 +302,7 @@ def test_warm_start_continues_the_registered_champion_and_records_its_lineage(pr
 def test_a_warm_start_from_what_is_not_registered_says_what_to_do(tmp_path, monkeypatch, params_file, name, match):
     monkeypatch.chdir(tmp_path)
     with pytest.raises((FileNotFoundError, ValueError), match=match):
-        models.main(params=params_file({"base_model": {"name": name}}))
+        base_model.main(params=params_file({"base_model": {"name": name}}))
 
 
 @pytest.mark.parametrize(("save_steps", "stop_at"), [(10, 13), (8, 13)], ids=["mid-epoch", "epoch-boundary"])
@@ -314,7 +315,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(project, tmp_path, monkeypa
     other = tmp_path / "again"
     other.mkdir()
     monkeypatch.chdir(other)
-    models.main(params=params)
+    base_model.main(params=params)
     write_dataset()
     with pytest.raises(Interrupt):
         train.main(TASK, params=params, callbacks=[StopAt(stop_at)])
@@ -377,12 +378,15 @@ def test_missing_inputs_say_which_stage_to_run(tmp_path, monkeypatch, params_fil
         train.main(TASK, params=params)
 
 
-@pytest.mark.parametrize("module", ["seqtune.train", "seqtune.pipeline.train"])
-def test_launcher_entry_points_run_the_stage_command_line(module):
-    # `python -m seqtune.train` (the launchers' documented command) and the stage's own module.
-    r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300)
+def test_launcher_entry_point_runs_the_stage_command_line():
+    # `python -m seqtune.train` (the launchers' documented command) is `seqtune train`: the same
+    # typer command, options and help; the stage module itself has no command line of its own.
+    r = subprocess.run([sys.executable, "-m", "seqtune.train", "--help"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "Fine-tune the base model on TASK" in r.stdout and "--params" in r.stdout
+    assert "python -m seqtune.train train" in r.stdout and "fine-tune the base model" in r.stdout and "--params" in r.stdout
+    stage = subprocess.run([sys.executable, "-m", "seqtune.pipeline.train", "--help"], capture_output=True, text=True, timeout=300)
+    assert stage.returncode == 0 and stage.stdout == "", stage.stdout[-2000:]
 
 
 def test_the_launcher_shim_does_nothing_on_import():

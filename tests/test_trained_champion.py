@@ -24,10 +24,10 @@ import pytest
 import requests
 
 from seqtune import paths
-from seqtune.io import rows_sha256
+from seqtune.files import rows_sha256
 from seqtune.pipeline import train
-from seqtune.pipeline.formats import render_completion, render_prompt
-from seqtune.pipeline.generation import Generator
+from seqtune.inference.formats import render_completion, render_prompt
+from seqtune.inference.loader import load_generator
 from seqtune.tasks import TASK_NAMES, get_task
 from tests.real_models import converted
 from tests.service_stack import import_champions, serving, tiny_champion
@@ -80,7 +80,7 @@ def test_a_trained_champion_served_names_molecules_that_parse_back(tmp_path, tmp
           f"loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}")
 
     # In-process, the champion folder as evaluation loads it (greedy and verified).
-    local = Generator.load(trained, device="cpu", max_new_tokens=48).predict(MOLECULES, decoding="verified")
+    local = load_generator(trained, device="cpu", max_new_tokens=48).predict(MOLECULES, decoding="verified")
 
     def champions(root):
         folders = {t: tiny_champion(tiny_model_dir, root / "models" / t, t) for t in TASK_NAMES if t != TASK}

@@ -1,5 +1,6 @@
 """The `seqtune` command line: one verb per stage, each calling the same `main()` that its
-DVC stage runs, plus the registry, the service and the report.
+DVC stage runs, plus the registry (whose `list` and `show` tables are drawn here), the service
+and the report.
 
     seqtune --help
 
@@ -21,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune, t
 registry_app = typer.Typer(no_args_is_help=True, help="MLflow registry: list, show, promote, roll back champions.")
 bento_app = typer.Typer(no_args_is_help=True, help="BentoML: import champions into the model store.")
 app.add_typer(registry_app, name="registry")
-sweep_app = typer.Typer(no_args_is_help=True, help="Experiment sweeps from sweeps.yaml, queued as DVC experiments.")
+sweep_app = typer.Typer(no_args_is_help=True, help="Experiment sweeps from sweeps/*.yaml, queued as DVC experiments.")
 app.add_typer(bento_app, name="bento")
 app.add_typer(sweep_app, name="sweep")
 
@@ -86,7 +87,7 @@ def real_molecules(params: Path = ParamsOpt):
 @app.command("base-model")
 def base_model(params: Path = ParamsOpt):
     """Stage `base_model`: resolve the base model into data/base_model (safetensors)."""
-    from seqtune.pipeline import models as stage
+    from seqtune.pipeline import base_model as stage
 
     _run(stage.main, params=params)
 
@@ -118,7 +119,7 @@ def evaluate(task: str = typer.Argument(...), params: Path = ParamsOpt):
 @app.command()
 def register(params: Path = ParamsOpt):
     """Stage `register`: log each evaluated model to MLflow and move `champion` if it is better."""
-    from seqtune.pipeline import registry as stage
+    from seqtune.pipeline import register as stage
 
     _run(stage.main, params=params)
 
@@ -134,17 +135,13 @@ def tracking_server(params: Path = ParamsOpt):
 @registry_app.command("list")
 def registry_list(params: Path = ParamsOpt):
     """Every task's registered versions, metrics and aliases."""
-    from seqtune.pipeline import registry
-
-    _run(registry.cli_list, params=params)
+    _run(_registry_list, params)
 
 
 @registry_app.command("show")
 def registry_show(task: str, params: Path = ParamsOpt):
     """One task's versions, tags and alias history."""
-    from seqtune.pipeline import registry
-
-    _run(registry.cli_show, task, params=params)
+    _run(_registry_show, task, params)
 
 
 @registry_app.command("promote")
@@ -157,7 +154,7 @@ def registry_promote(
     """Move the champion alias to VERSION."""
     from seqtune.pipeline import registry
 
-    _run(registry.cli_promote, task, version, force=force, params=params)
+    typer.echo(_run(registry.promote, task, version, force=force, params=params))
 
 
 @registry_app.command("rollback")
@@ -165,7 +162,86 @@ def registry_rollback(task: str, params: Path = ParamsOpt):
     """Move the champion alias back to the version that held it before."""
     from seqtune.pipeline import registry
 
-    _run(registry.cli_rollback, task, params=params)
+    v = _run(registry.rollback, task, params=params)
+    typer.echo(f"{registry.model_name(task, params=params)}: champion rolled back to v{v}")
+
+
+# The registry's tables (rich), for `registry list` and `registry show`.
+
+_COLUMNS = ["version", "primary metric (test)", "on real molecules, by heavy atoms", "test_hash", "data_hash", "base model",
+            "method", "created (UTC)"]
+
+
+def _table(title: str, columns: list[str], rows: list[list]):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r])
+    Console().print(table)
+
+
+def _version_row(mv, champ: Optional[int]) -> list:
+    from datetime import datetime, timezone
+
+    from seqtune.pipeline import registry_store as store
+
+    metric, value, _ = store.score(mv)
+    tags = mv.tags or {}
+    test = tags.get("test_hash")
+    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return [
+        f"v{mv.version}{' ★' if champ == int(mv.version) else ''}",
+        f"{metric}={value:.4f}" if value is not None else "",
+        tags.get("real_bands", ""),
+        (test or "")[:12],
+        (tags.get("data_hash") or "")[:12],
+        tags.get("base_model"),
+        tags.get("method"),
+        created,
+    ]
+
+
+def _registry_list(params: Path) -> None:
+    from seqtune.pipeline import registry
+    from seqtune.pipeline import registry_store as store
+
+    tasks, rcfg, mcfg = registry.configs(params)
+    _, client = registry.open_store(mcfg)
+    rows = []
+    for task in tasks:
+        name = rcfg.model_prefix + task
+        cur = store.get_alias(client, name, rcfg.alias)
+        versions = store.versions(client, name)
+        if not versions:
+            rows.append([name, "not registered", *[""] * (len(_COLUMNS) - 1)])
+        for mv in versions:
+            rows.append([name, *_version_row(mv, int(cur.version) if cur else None)])
+    _table(f"registered models (★ = {rcfg.alias})", ["model", *_COLUMNS], rows)
+
+
+def _registry_show(task: str, params: Path) -> None:
+    from seqtune.pipeline import registry
+    from seqtune.pipeline import registry_store as store
+
+    _, rcfg, mcfg = registry.configs(params)
+    _, client = registry.open_store(mcfg)
+    name = rcfg.model_prefix + task
+    versions = store.versions(client, name)
+    if not versions:
+        raise RuntimeError(f"{name} is not registered yet: run `dvc repro` (or `seqtune register`) first")
+    cur = store.get_alias(client, name, rcfg.alias)
+    _table(name, _COLUMNS, [_version_row(mv, int(cur.version) if cur else None) for mv in versions])
+    typer.echo(f"{rcfg.alias}: v{cur.version}" if cur else f"no {rcfg.alias} yet")
+    history = store.alias_history(client, name)
+    _table(
+        f"{rcfg.alias} history",
+        ["at", "version", "previous", "by", "reason"],
+        [[h.get("at"), h.get("version"), h.get("previous"), h.get("by"), h.get("reason")] for h in history],
+    )
 
 
 @bento_app.command("import")
@@ -189,14 +265,14 @@ def predict(
     _run(mod.main, task, inputs, url=url, params=params)
 
 
-SweepsOpt = typer.Option(Path("sweeps.yaml"), "--sweeps", help="Sweep definitions.")
+SweepsOpt = typer.Option(Path("sweeps/cpu.yaml"), "--sweeps", help="Sweep definitions.")
 RecordsOpt = typer.Option(Path("reports/runs"), "--records", help="Run records (one JSON per run) the report keeps in git; "
                           "read beside the MLflow store.")
 
 
 @sweep_app.command("list")
 def sweep_list(sweeps: Path = SweepsOpt, params: Path = ParamsOpt):
-    """Validate sweeps.yaml; print each sweep's points and the experiments that run them."""
+    """Validate a sweep file; print each sweep's points and the experiments that run them."""
     from seqtune.experiments import sweeps as mod
 
     sf = _run(mod.load_sweeps, sweeps, params)
@@ -249,7 +325,7 @@ def sweep_cost(names: list[str] = typer.Argument(..., help="Sweep names, or `all
 @app.command()
 def report(sweeps: Path = SweepsOpt, params: Path = ParamsOpt,
            out: Path = typer.Option(Path("reports"), help="Output folder."),
-           paper: Optional[Path] = typer.Option(Path("sweeps-paper.yaml"), help="Sweeps whose cost the report estimates "
+           paper: Optional[Path] = typer.Option(Path("sweeps/paper.yaml"), help="Sweeps whose cost the report estimates "
                                                 "(skipped when the file does not exist)."),
            records: Path = RecordsOpt):
     """Write reports/findings.md and its PNG plots from the tracked runs (the MLflow store and

@@ -186,12 +186,12 @@ class EvaluateConfig(Section):
     num_beams: int = Field(4, ge=1)
     zero_shot_baseline: bool = True
     precision: Literal["auto", "bf16", "autocast", "fp32"] = "auto"
-    """Weights the model generates with (generation.resolve_precision): auto = bf16 where
+    """Weights the model generates with (inference.devices.resolve_precision): auto = bf16 where
     native, else fp32. Not a sweep-matching key: like train.precision it resolves per machine;
     the evaluation tags the precision that ran."""
     answer_vocab: bool = True
     """LM head over the tokens the model's training answers used (stored in its seqtune.json),
-    outputs limited to them (generation.AnswerHead); false: the full vocabulary. Not a
+    outputs limited to them (inference.heads.AnswerHead); false: the full vocabulary. Not a
     sweep-matching key: greedy outputs were the full head's on 500 of 500 test items, and the
     evaluation tags the head that ran (a card may record no answer vocabulary)."""
     size_buckets: list[int] = Field(default_factory=lambda: [10, 15, 20, 25, 30, 40, 60])

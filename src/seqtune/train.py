@@ -1,15 +1,17 @@
-"""The launcher entry point `python -m seqtune.train`, kept from before the package layout.
+"""The launcher entry point `python -m seqtune.train`: runs `seqtune train` (cli's command).
 
     python -m seqtune.train smiles2formula
     accelerate launch --num_processes 4 -m seqtune.train smiles2iupac     # multi-GPU (DDP)
     torchrun --nproc_per_node 4 -m seqtune.train smiles2iupac              # the same with torchrun
 
-The stage is `seqtune.pipeline.train` (`python -m seqtune.pipeline.train` runs the same
-command line). This module only runs that command line: importing it does nothing, so code
-imports `seqtune.pipeline.train`.
+Launchers start a Python module (`-m`), not a console script, so this module hands its
+arguments to the `seqtune train` command: one command line, the same options and errors. The
+stage itself is `seqtune.pipeline.train`; importing this module does nothing.
 """
 
 if __name__ == "__main__":
-    from seqtune.pipeline.train import _cli
+    import sys
 
-    _cli()
+    from seqtune.cli import app
+
+    app(["train", *sys.argv[1:]], prog_name="python -m seqtune.train")

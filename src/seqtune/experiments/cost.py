@@ -1,6 +1,6 @@
 """What a sweep will cost before it runs, from throughput measured in tracked runs.
 
-    seqtune sweep cost all --sweeps sweeps-paper.yaml          # the method's scale
+    seqtune sweep cost all --sweeps sweeps/paper.yaml          # the method's scale
     seqtune sweep cost data_size --gpu-tflops 150 --sample 500
 
 Per experiment and task: training tokens = examples x epochs x tokens per example. Tokens per
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from seqtune.config import DEFAULT_PARAMS, read_yaml
 from seqtune.experiments.sample_tokens import SAMPLE, Count, Sampler, Unsampled
-from seqtune.experiments.sweeps import load_sweeps, plan, point_params
+from seqtune.experiments.sweeps import load_sweeps, plan, point_params, shown
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +234,8 @@ def cost_section(sweeps_path: Path | str, *, params: Path | str = DEFAULT_PARAMS
     sweeps = load_sweeps(sweeps_path, params)
     estimates = estimate(list(sweeps.sweeps), sweeps_path=sweeps_path, params=params, runs=runs, sample=sample)
     here, n = measured_flops_per_s(runs)
-    lines = [f"## Cost of the method's scale (`{Path(sweeps_path).name}`)", "",
-             "Estimated by `seqtune sweep cost all --sweeps " + Path(sweeps_path).name + "`: training only (evaluation adds "
+    lines = [f"## Cost of the method's scale (`{shown(sweeps_path)}`)", "",
+             "Estimated by `seqtune sweep cost all --sweeps " + shown(sweeps_path) + "`: training only (evaluation adds "
              "little). Tokens per example are counted on a sample of each point's own data (*s1*, *s2*, … below: its "
              "molecules, labels, format and tokenizer), or, where no sample could be made, taken from the run named (on "
              "that run's molecules); ≈ marks a count by another model's tokenizer."]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from seqtune.experiments.run_records import present
-from seqtune.pipeline.evaluate import GREEDY, RULE, ZERO_SHOT
+from seqtune.pipeline.eval_keys import GREEDY, RULE, ZERO_SHOT
 from seqtune.tasks import get_task
 
 NOISE_SE = 2.0

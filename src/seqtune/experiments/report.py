@@ -1,9 +1,9 @@
 """Findings report from tracked runs: reports/findings.md + PNG plots.
 
-    seqtune report                    # reads MLflow, reports/runs/ and sweeps.yaml, writes reports/
+    seqtune report                    # reads MLflow, reports/runs/ and sweeps/cpu.yaml, writes reports/
 
-For every sweep in sweeps.yaml and every task it runs, the report takes, per point, the
-newest evaluated training run of exactly that configuration (`seqtune.experiments.runs`)
+For every sweep in the sweep file (`--sweeps`, sweeps/cpu.yaml by default) and every task it
+runs, the report takes, per point, the newest evaluated training run of exactly that configuration (`seqtune.experiments.runs`)
 from the MLflow store or from the run records a report keeps in git
 (`seqtune.experiments.run_records`), reads its per-item scores, and states what they show
 about the sweep's claim (`seqtune.experiments.verdicts`): a difference counts only beyond two standard errors of the paired difference (the points
@@ -25,9 +25,9 @@ from seqtune.experiments.evidence import RunEvidence, bound_se, change, load_evi
 from seqtune.experiments.report_plots import Curve, Panel, draw, draw_curves
 from seqtune.experiments.run_records import RECORD_COLUMN, present, write_record
 from seqtune.experiments.runs import collect_runs, match_run, signature
-from seqtune.experiments.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params
-from seqtune.io import write_text
-from seqtune.pipeline.evaluate import GREEDY, RULE, ZERO_SHOT
+from seqtune.experiments.sweeps import DEFAULT_SWEEPS, SweepFile, load_sweeps, point_params, shown
+from seqtune.files import write_text
+from seqtune.pipeline.eval_keys import GREEDY, RULE, ZERO_SHOT
 from seqtune.tasks import get_task
 from seqtune.tracking import RESUMED_TAG
 from seqtune.experiments.verdicts import (EpochCurve, Verdict, claim_verdict, epoch_verdict, fmt, fmt_diff, fmt_int, headline_metrics, spread_verdict,
@@ -427,7 +427,7 @@ def _intro(used: set[str], loaded: list[RunEvidence], sweeps_path: Path | str, o
         "",
         f"Generated {now} by `{command}` from {len(used)} training run{'' if len(used) == 1 else 's'}, "
         f"read from {source}, "
-        f"for the sweeps in `{Path(sweeps_path).name}` ({'at least ' if resumed else ''}{seconds / 3600:.1f} h of training "
+        f"for the sweeps in `{shown(sweeps_path)}` ({'at least ' if resumed else ''}{seconds / 3600:.1f} h of training "
         f"in the runs used{'; resumed runs count only the time after the resume' if resumed else ''}). "
         "Each table row is one run (MLflow run id); each figure names its runs. Regenerate with the same command: "
         f"it reads the store and the records, so a fresh clone regenerates this report, and a new run is compared "

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqtune.pipeline.eval_plots import pyplot
+
 BASELINE_STYLES = ("--", ":", "-.")
 MAX_TICKS = 12
 """More numeric x values than this get matplotlib's own tick grid instead of one tick each."""
@@ -38,19 +40,10 @@ class Curve:
     """(x, y, standard error) of a separate final point (a run's test score), drawn as a star."""
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def draw(path: Path, *, title: str, xlabel: str, xs: Sequence, panels: Sequence[Panel], footer: str,
          kind: str = "line", log_x: bool = False) -> Path:
     """`kind`: "line" (numeric or ordered x, one line per series) or "bar" (categories)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     positions = list(range(len(xs)))
     for ax, panel in zip(axes[0], panels):
@@ -85,7 +78,7 @@ def draw_curves(path: Path, *, title: str, xlabel: str, panels: Sequence[tuple[s
                 baselines: Sequence[dict[str, float]] = ()) -> Path:
     """One axes per (metric, {label: Curve}); each curve its own x values (a run's training
     hours), its final point a star with an error bar, in the line's colour."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
     for k, (ax, (metric, curves)) in enumerate(zip(axes[0], panels)):
         for label, c in curves.items():

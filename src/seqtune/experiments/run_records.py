@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from seqtune.io import write_text
+from seqtune.files import write_text
 
 RECORD_COLUMN = "record"
 """Column of `collect_runs()` rows read from a record: the record's path (absent or NaN for

@@ -1,6 +1,6 @@
 """Tokens per training example, counted on a sample of a configuration's own data.
 
-    seqtune sweep cost all --sweeps sweeps-paper.yaml --sample 200     # every point's count
+    seqtune sweep cost all --sweeps sweeps/paper.yaml --sample 200     # every point's count
 
 A sweep's cost is examples x epochs x tokens per example, and tokens per example depends on
 the molecules (their size), the task (a name is longer than a formula), the format (the
@@ -161,7 +161,7 @@ class Sampler:
     def tokenizer(self, name: str):
         """(tokenizer, name of the model it belongs to): base model `name`'s own, else the
         fallback's (an approximation), else Unsampled."""
-        from seqtune.pipeline.models import load_tokenizer
+        from seqtune.pipeline.base_model import load_tokenizer
 
         if name not in self._tokenizers:
             try:
@@ -182,7 +182,7 @@ class Sampler:
     def count(self, p: Params, task: str) -> Count:
         """Tokens per example of `task` at configuration `p`; Unsampled when no sample can
         be made (the caller falls back to a tracked run)."""
-        from seqtune.pipeline.formats import render_completion, render_prompt
+        from seqtune.inference.formats import render_completion, render_prompt
         from seqtune.pipeline.sft_data import encode_examples
         from seqtune.tasks import get_task
 

@@ -1,4 +1,4 @@
-"""Experiment sweeps (sweeps.yaml): validated definitions queued as DVC experiments.
+"""Experiment sweeps (sweeps/*.yaml): validated definitions queued as DVC experiments.
 
     seqtune sweep queue data_size format      # or `all`; then: dvc queue start -j 1
 
@@ -26,11 +26,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seqtune.config import DEFAULT_PARAMS, ConfigError, Params, parse_params, read_yaml
-from seqtune.io import rows_sha256
+from seqtune.files import rows_sha256
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SWEEPS = Path("sweeps.yaml")
+DEFAULT_SWEEPS = Path("sweeps/cpu.yaml")
+"""The CPU-scale sweeps (`reports/findings.md`); sweeps/ holds the other profiles' files."""
 SPECIAL_X = {
     "epoch": "the run's per-epoch generation metrics (train.val_size items)",
     "baseline": "the fine-tuned model against the zero-shot base model and the rule-based tool",
@@ -81,8 +82,15 @@ def point_overrides(sweeps: SweepFile, name: str, index: int) -> dict[str, Any]:
     return {**sweeps.common, **sweep.set, **sweep.points[index]}
 
 
+def shown(path: Path | str) -> str:
+    """A sweep file as the report names it: a relative path as given (`sweeps/paper.yaml`, what
+    a command run at the repository root takes), an absolute one by its file name."""
+    path = Path(path)
+    return path.name if path.is_absolute() else path.as_posix()
+
+
 def load_sweeps(path: Path | str = DEFAULT_SWEEPS, params: Path | str = DEFAULT_PARAMS) -> SweepFile:
-    """Parse sweeps.yaml and validate every point against params.yaml's schema."""
+    """Parse a sweep file and validate every point against params.yaml's schema."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: not found")

@@ -221,7 +221,7 @@ def epoch_verdict(task: str, curves: list[EpochCurve]) -> Verdict:
     last = longest.epochs[-1]
     if len(longest.epochs) < LONG_RUN:
         return Verdict(task, status, text + f" Flattening after 20-30 epochs cannot show in {last} epochs: "
-                                            "that needs a longer run (sweeps-paper.yaml has a 30-epoch one).")
+                                            "that needs a longer run (sweeps/paper.yaml has a 30-epoch one).")
     # A rise to a peak and a fall back (overfitting) leaves first-to-last flat: judge the peak.
     for m in headline_metrics(task):
         v = longest.values(m)
@@ -249,7 +249,7 @@ def epoch_verdict(task: str, curves: list[EpochCurve]) -> Verdict:
 def verified_verdict(task: str, ev: RunEvidence) -> Verdict:
     """Do OPSIN-verified beams beat greedy decoding of the same model on the same items, and is
     `verified: true` always right? Precision below 1.0 contradicts the claim whatever the lift."""
-    from seqtune.pipeline.evaluate import GREEDY
+    from seqtune.pipeline.eval_keys import GREEDY
 
     primary = get_task(task).primary_metric
     greedy, chosen = ev.scores(primary, GREEDY), ev.scores(primary)

@@ -1,11 +1,11 @@
 """The base model's card, `data/base_model/base_model.json`: written by the `base_model` stage
-(`seqtune.pipeline.models`), read by `train` and by the tokenizer loader.
+(`seqtune.pipeline.base_model`), read by `train` and by the tokenizer loader.
 
     python -c "from seqtune.pipeline.cards import base_model_card; print(base_model_card())"
 
 A helper module, not a stage: a stage reads another stage's output folder through code like
 this, never by importing the other stage (ARCHITECTURE.md). The fine-tuned model's card
-(`seqtune.json`) is read by `seqtune.pipeline.generation.read_model_card`.
+(`seqtune.json`) is the inference package's: `seqtune.inference.cards.read_model_card`.
 """
 
 from __future__ import annotations

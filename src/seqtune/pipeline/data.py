@@ -43,8 +43,8 @@ from tqdm.auto import tqdm
 from seqtune import paths
 from seqtune.chem import random_smiles
 from seqtune.config import DEFAULT_PARAMS, DataConfig, load_section
-from seqtune.io import atomic_dir, rows_sha256, write_json
-from seqtune.pipeline.formats import render_completion, render_prompt
+from seqtune.files import atomic_dir, rows_sha256, write_json
+from seqtune.inference.formats import render_completion, render_prompt
 from seqtune.tasks import get_task
 from seqtune.tasks.base import Labelled, Task
 

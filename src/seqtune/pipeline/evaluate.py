@@ -8,7 +8,7 @@ verified beams), scores with the task plug-in, and puts the rule-based tool and 
 base model beside it on the same items. Then the same decoding on the first
 `evaluate.n_real_per_band` real molecules of each heavy-atom band (stage real_molecules: real
 compounds no training drew from), reported as `real` in the metrics. Writes
-`metrics/<task>.json`, plot data and PNGs under `plots/<task>/`, per-item results in
+`metrics/<task>.json`, plot data and PNGs (`eval_plots`) under `plots/<task>/`, per-item results in
 `data/predictions/<task>.jsonl` and `<task>.real.jsonl`, and logs all of it into the model's
 training run in MLflow.
 """
@@ -25,12 +25,12 @@ from typing import Any
 
 from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, EvaluateConfig, load_params
-from seqtune.io import atomic_dir, atomic_path, rows_sha256, write_json
+from seqtune.files import atomic_dir, atomic_path, rows_sha256, write_json
+from seqtune.pipeline.eval_keys import GREEDY, RULE, ZERO_SHOT
+from seqtune.pipeline.eval_plots import png_by_epoch, png_by_size, png_real
 from seqtune.tasks import get_task
 
 log = logging.getLogger(__name__)
-
-RULE, ZERO_SHOT, GREEDY = "baseline_rule", "baseline_zero_shot", "greedy"
 
 
 # ---------------------------------------------------------------------------------------
@@ -91,101 +91,12 @@ def by_epoch(model_dir: Path) -> list[dict[str, Any]]:
 # generation
 
 
-def _predict(generator, sources: Sequence[str], *, decoding: str, num_beams: int, batch_size: int, desc: str):
-    """Generator.predict in length-sorted chunks (one progress step per batch), input order."""
-    from tqdm.auto import tqdm
-
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    preds: list[Any] = [None] * len(sources)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[start : start + batch_size]
-        for i, p in zip(idx, generator.predict([sources[i] for i in idx], decoding=decoding, num_beams=num_beams)):
-            preds[i] = p
-    return preds
-
-
 def _require_base_model() -> None:
     if not (paths.BASE_MODEL / "config.json").exists():
         raise FileNotFoundError(
             f"no base model at {paths.BASE_MODEL} for the zero-shot baseline: run `seqtune base-model` "
             "(or `dvc repro`), or set evaluate.zero_shot_baseline: false"
         )
-
-
-def _base_generator(task: str, fmt: str, cfg: EvaluateConfig):
-    """The zero-shot base model with the same prompt format and the same Generator code."""
-    from transformers import AutoTokenizer
-
-    from seqtune.pipeline.generation import Generator, pick_device, weights_dtype
-    from seqtune.pipeline.model_files import load_causal_lm
-
-    _require_base_model()
-    device = pick_device()
-    model = load_causal_lm(paths.BASE_MODEL, dtype=weights_dtype(cfg.precision, device)).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(paths.BASE_MODEL)
-    return Generator(model, tokenizer, task=task, fmt=fmt, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                     precision=cfg.precision)
-
-
-# ---------------------------------------------------------------------------------------
-# plots
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png_by_epoch(path: Path, epochs: list[dict], primary: str, baselines: Mapping[str, float]) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    plt = _pyplot()
-
-    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    xs = [r["epoch"] for r in epochs]
-    for key in sorted({k for r in epochs for k in r if k.startswith("val_")}):
-        if key.endswith("_len"):
-            continue  # lengths are not on the [0, 1] scale
-        ax.plot(xs, [r.get(key) for r in epochs], marker="o", lw=2 if key == f"val_{primary}" else 1, label=key)
-    for (name, value), style in zip(baselines.items(), ("--", ":")):
-        ax.axhline(value, ls=style, color="grey", label=f"{name} ({value:.3f})")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="metric (validation subset)", title=f"{primary} by epoch", ylim=(-0.02, 1.02))
-    for key in ("loss", "eval_loss"):
-        if any(key in r for r in epochs):
-            ax_loss.plot(xs, [r.get(key) for r in epochs], marker="o", label=key)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss by epoch")
-    if not epochs:
-        ax.text(0.5, 0.5, "no per-epoch metrics recorded", ha="center", transform=ax.transAxes)
-    for a in (ax, ax_loss):
-        if a.get_legend_handles_labels()[0]:
-            a.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _png_by_size(path: Path, rows: list[dict], primary: str, series: Sequence[str]) -> None:
-    plt = _pyplot()
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(series)
-    for k, name in enumerate(series):
-        key = primary if name == "model" else f"{name}.{primary}"
-        bars = ax.bar([i + (k - (len(series) - 1) / 2) * width for i in range(len(rows))], [r[key] for r in rows],
-                      width=width, label="fine-tuned" if name == "model" else name)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)  # a zero bar is otherwise invisible
-    ax.set_xticks(range(len(rows)), [f"{r['heavy_atoms']}\n(n={r['n']})" for r in rows])
-    ax.set(xlabel="heavy atoms", ylabel=primary, title=f"{primary} by molecule size", ylim=(0, 1.05))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,7 +106,7 @@ def _png_by_size(path: Path, rows: list[dict], primary: str, series: Sequence[st
 def _load_inputs(task: str, n_eval: int) -> tuple[Path, dict, list[dict], dict]:
     import pandas as pd
 
-    from seqtune.pipeline.generation import read_model_card
+    from seqtune.inference.cards import read_model_card
 
     model_dir = paths.model_dir(task)
     if not model_dir.exists():
@@ -274,14 +185,15 @@ def fair_decoding(t, task: str, cfg: EvaluateConfig) -> str:
 
 def generate(task: str, model_dir: Path, sources: list[str], cfg: EvaluateConfig, decoding: str) -> Generated:
     """Step 1: the fine-tuned model's answers on the test items (and plain greedy's beside
-    verified beams), then on the real molecules; timed for MLflow."""
-    from seqtune.pipeline.generation import Generator
+    verified beams), then on the real molecules; timed for MLflow. The generator batches
+    (length-sorted, one progress step per batch) and applies the fair-decoding rule itself."""
+    from seqtune.inference.loader import load_generator
 
-    gen = Generator.load(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, precision=cfg.precision,
+    gen = load_generator(model_dir, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, precision=cfg.precision,
                          answer_vocab=cfg.answer_vocab)
     ran = (gen.precision, gen.precision_reason, gen.answer_vocab)
     t0 = time.perf_counter()
-    preds = _predict(gen, sources, decoding=decoding, num_beams=cfg.num_beams, batch_size=cfg.batch_size, desc=task)
+    preds = gen.predict(sources, decoding=decoding, num_beams=cfg.num_beams, progress=task)
     seconds = time.perf_counter() - t0
     outputs = {"model": [pr.output for pr in preds]}
     greedy_seconds = None
@@ -289,15 +201,14 @@ def generate(task: str, model_dir: Path, sources: list[str], cfg: EvaluateConfig
         # The gain of verified beams is only visible next to plain greedy on the same items,
         # and their cost only next to greedy's time for them.
         t0 = time.perf_counter()
-        outputs[GREEDY] = [pr.output for pr in _predict(
-            gen, sources, decoding="greedy", num_beams=1, batch_size=cfg.batch_size, desc=f"{task} greedy")]
+        outputs[GREEDY] = [pr.output for pr in gen.predict(sources, decoding="greedy", progress=f"{task} greedy")]
         greedy_seconds = time.perf_counter() - t0
     real_rows = _load_real(task, cfg.n_real_per_band)
     real_preds = []
     if real_rows:
         log.info("scoring %d real molecules (%s decoding) by band", len(real_rows), decoding)
-        real_preds = _predict(gen, [r["source"] for r in real_rows], decoding=decoding, num_beams=cfg.num_beams,
-                              batch_size=cfg.batch_size, desc=f"{task} real")
+        real_preds = gen.predict([r["source"] for r in real_rows], decoding=decoding, num_beams=cfg.num_beams,
+                                 progress=f"{task} real")
     return Generated(outputs, preds, real_rows, real_preds, seconds, greedy_seconds, *ran)
 
 
@@ -308,9 +219,14 @@ def generate_baselines(task: str, t, fmt: str, sources: list[str], cfg: Evaluate
     if rule is not None:
         outputs[RULE] = [o or "" for o in rule]
     if cfg.zero_shot_baseline:
-        base = _base_generator(task, fmt, cfg)
-        outputs[ZERO_SHOT] = [pr.output for pr in _predict(
-            base, sources, decoding="greedy", num_beams=1, batch_size=cfg.batch_size, desc=f"{task} zero-shot")]
+        from seqtune.inference.loader import load_generator
+
+        _require_base_model()
+        # The base model has no seqtune.json: it is asked in the fine-tuned model's format,
+        # through the same loader and Generator code, with the full head.
+        base = load_generator(paths.BASE_MODEL, card={"task": task, "format": fmt}, max_new_tokens=cfg.max_new_tokens,
+                              batch_size=cfg.batch_size, precision=cfg.precision)
+        outputs[ZERO_SHOT] = [pr.output for pr in base.predict(sources, decoding="greedy", progress=f"{task} zero-shot")]
         del base
 
 
@@ -436,20 +352,6 @@ def _write_real(task, rows, preds, scores, metrics) -> None:
     write_json(paths.plots_dir(task) / "real_by_band.json", [{"band": b, **v} for b, v in metrics.get("real", {}).items()])
 
 
-def _png_real(path: Path, bands: list[dict], primary: str) -> None:
-    plt = _pyplot()
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    bars = ax.bar(range(len(bands)), [b[primary] for b in bands], color="tab:green")
-    ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set_xticks(range(len(bands)), [f"{b['band']}\n(n={b['n']})" for b in bands])
-    ax.set(xlabel="heavy atoms (real molecules, never trained on)", ylabel=primary,
-           title=f"{primary} on real molecules by size", ylim=(0, 1.05))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def _write(task, rows, outputs, scores, preds, metrics, epochs, sizes, baselines) -> None:
     """Every output, each atomically; metrics last (DVC's sign that the stage finished)."""
     primary = metrics["primary_metric"]
@@ -465,8 +367,8 @@ def _write(task, rows, outputs, scores, preds, metrics, epochs, sizes, baselines
     write_json(plots / "by_epoch.json", epochs)
     write_json(plots / "by_size.json", sizes)
     with atomic_dir(plots / "png") as png:
-        _png_by_epoch(png / "by_epoch.png", epochs, primary, baselines)
-        _png_by_size(png / "by_size.png", sizes, primary, ["model", *[n for n in (RULE, ZERO_SHOT) if n in metrics]])
+        png_by_epoch(png / "by_epoch.png", epochs, primary, baselines)
+        png_by_size(png / "by_size.png", sizes, primary, ["model", *[n for n in (RULE, ZERO_SHOT) if n in metrics]])
         if metrics.get("real"):
-            _png_real(png / "real_by_band.png", [{"band": b, **v} for b, v in metrics["real"].items()], primary)
+            png_real(png / "real_by_band.png", [{"band": b, **v} for b, v in metrics["real"].items()], primary)
     write_json(paths.metrics_path(task), metrics)

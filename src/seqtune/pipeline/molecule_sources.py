@@ -166,7 +166,7 @@ def _stream_pubchem(max_raw: int, cache: Path) -> None:
     `cache`, stopping early instead of downloading the whole file."""
     import requests
 
-    from seqtune.io import atomic_path
+    from seqtune.files import atomic_path
 
     log.info("streaming the first %d records of %s", max_raw, PUBCHEM_URL)
     try:

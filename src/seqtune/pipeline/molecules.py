@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, MoleculesConfig, load_section
-from seqtune.io import atomic_dir, write_json
+from seqtune.files import atomic_dir, write_json
 from seqtune.pipeline.molecule_sources import iter_smiles, open_source
 from seqtune.pipeline.standardise import Standardised, split_hash, standardise, standardise_many  # noqa: F401 (re-exported)
 

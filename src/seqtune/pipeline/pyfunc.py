@@ -2,9 +2,11 @@
 
     python -c "import mlflow; print(mlflow.pyfunc.load_model('models:/seqtune-smiles2formula@champion').predict(['CCO']))"
 
-The folder (safetensors + tokenizer + seqtune.json) travels as the artifact `hf_model`, and
-`predict` goes through `seqtune.pipeline.generation.Generator`, the same code evaluation and the
-service use, so the registered model answers exactly like the folder that was scored.
+The folder (safetensors + tokenizer + seqtune.json) travels as the artifact `hf_model`, is
+opened by `seqtune.inference.loader.load_generator` and `predict` goes through its
+`Generator.predict`, the same code evaluation and the service use (the fair-decoding rule
+included: `verified` asked of a task whose check is the rule-based answer decodes greedy), so
+the registered model answers exactly like the folder that was scored.
 
 The model is logged as code (MLflow "models from code"), never pickled: the version holds
 `pyfunc_model.py` (MODEL_CODE), which MLflow runs on load and which names `SeqtuneModel` from
@@ -94,19 +96,20 @@ def _sources(model_input: Any) -> list[str]:
 
 class SeqtuneModel(mlflow.pyfunc.PythonModel):
     """Generation from the `hf_model` artifact. `model_config` may set `max_new_tokens`,
-    `batch_size`, `precision` (auto|bf16|autocast|fp32, `generation.resolve_precision`; a
+    `batch_size`, `precision` (auto|bf16|autocast|fp32, `devices.resolve_precision`; a
     loader overrides it with `mlflow.pyfunc.load_model(uri, model_config={"precision": ...})`),
-    `answer_vocab` (bool, `Generator.load`);
-    per-call `params` may set `decoding` (greedy|beam|verified), `num_beams`."""
+    `answer_vocab` (bool, `load_generator`);
+    per-call `params` may set `decoding` (greedy|beam|verified, verified only where it is
+    fair: `Generator.predict`), `num_beams`."""
 
     _skip_type_hint_validation = True  # inputs are validated by `_sources`, not by type hints
 
     def load_context(self, context) -> None:
-        from seqtune.pipeline.generation import Generator
+        from seqtune.inference.loader import load_generator
 
         config = dict(context.model_config or {})
         kw = {k: int(config[k]) for k in ("max_new_tokens", "batch_size") if config.get(k) is not None}
-        self.generator = Generator.load(context.artifacts[HF_MODEL_KEY], precision=str(config.get("precision", "auto")),
+        self.generator = load_generator(context.artifacts[HF_MODEL_KEY], precision=str(config.get("precision", "auto")),
                                         answer_vocab=bool(config.get("answer_vocab", True)), **kw)
 
     def predict(self, context, model_input, params: Mapping[str, Any] | None = None) -> list[str]:
@@ -235,5 +238,5 @@ def load_model(uri: str, *, model_config: Mapping[str, Any] | None = None):
     with tempfile.TemporaryDirectory(prefix="seqtune-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
         check_loadable(uri, local)
-        # Loaded into memory by load_context (Generator.load): the download can go afterwards.
+        # Loaded into memory by load_context (load_generator): the download can go afterwards.
         return mlflow.pyfunc.load_model(local, model_config=dict(model_config or {}))

@@ -35,7 +35,7 @@ import pandas as pd
 
 from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, RealMoleculesConfig, load_section
-from seqtune.io import atomic_dir, write_json
+from seqtune.files import atomic_dir, write_json
 from seqtune.pipeline.molecule_sources import CHEDL_DIST, chedl_wheel, read_chedl, read_file
 from seqtune.pipeline.standardise import split_hash, standardise_many
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from seqtune import paths
-from seqtune.io import file_sha256
+from seqtune.files import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Supervised fine-tuning data: prompt/completion pairs -> token ids with the prompt masked.
 
-    python -c "from seqtune.pipeline.sft_data import encode; from seqtune.pipeline.models import build_tiny_tokenizer as t; print(encode(t(), 'CCO =>', ' C2H6O'))"
+    python -c "from seqtune.pipeline.sft_data import encode; from seqtune.pipeline.tiny_model import build_tiny_tokenizer as t; print(encode(t(), 'CCO =>', ' C2H6O'))"
 
 Used by `seqtune.pipeline.train`. The prompt and the completion are tokenized separately, the prompt
 exactly as generation tokenizes it (`tokenizer(prompt)`, special tokens included, so a
@@ -107,7 +107,7 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
 def answer_token_ids(rows: Sequence[dict[str, Any]]) -> list[int]:
     """Sorted ids of every token the loss trained the model to emit (labels that are not
     IGNORE_INDEX: completion tokens and EOS). Stored with the model (`seqtune.json`) so
-    generation can compute the LM head for these rows only (`generation.AnswerHead`)."""
+    generation can compute the LM head for these rows only (`inference.heads.AnswerHead`)."""
     return sorted({t for r in rows for t in r["labels"] if t != IGNORE_INDEX})
 
 

@@ -1,8 +1,7 @@
 """Stage `train@<task>`: fine-tune the base model on the task's instruction data.
 
     seqtune train smiles2formula                      # or: dvc repro train@smiles2formula
-    python -m seqtune.train smiles2formula            # the same entry point, for launchers
-                                                      # (= python -m seqtune.pipeline.train):
+    python -m seqtune.train smiles2formula            # the same command, for launchers:
     accelerate launch --num_processes 4 -m seqtune.train smiles2iupac     # multi-GPU (DDP)
     torchrun --nproc_per_node 4 -m seqtune.train smiles2iupac              # the same with torchrun
     accelerate launch --config_file fsdp.yaml -m seqtune.train smiles2iupac  # FSDP (set train.val_size: 0)
@@ -14,7 +13,7 @@ the weights before saving, so evaluation and serving load every model the same w
 
 - Device CUDA > MPS > CPU; `train.precision: auto` trains in bf16 autocast where the
   hardware has native bf16 (CUDA Ampere+; CPUs with AVX512-BF16/AMX whose bf16 matmul measures
-  faster: ~1.6x fp32 on an AVX512-BF16 EPYC; `seqtune.pipeline.precision`). The run logs why
+  faster: ~1.6x fp32 on an AVX512-BF16 EPYC; `seqtune.inference.precision`). The run logs why
   (param `precision_reason`, beside `bf16`).
 - Length-grouped batches (`train.group_by_length`) keep padding waste low.
 - Checkpoints every `train.save_steps` go to `data/checkpoints/<task>/` (not a DVC output,
@@ -42,11 +41,12 @@ from transformers import Trainer, TrainingArguments
 
 from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flatten, load_params
-from seqtune.io import atomic_dir, rows_sha256, write_json, write_text
+from seqtune.files import atomic_dir, rows_sha256, write_json, write_text
 from seqtune.pipeline.cards import base_model_card, lineage_tags, warm_start_from
 from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
-from seqtune.pipeline.generation import MODEL_CARD, native_bf16, pick_device, precision_reason
-from seqtune.pipeline.precision import bf16_verdict
+from seqtune.inference.cards import MODEL_CARD
+from seqtune.inference.devices import native_bf16, pick_device, precision_reason
+from seqtune.inference.precision import bf16_verdict
 from seqtune.pipeline.sft_data import Collator, Encoded, EpochLengthGroupedSampler, answer_token_ids, encode_examples
 from seqtune.pipeline.train_callbacks import GenerationEval, MlflowLogger, SaveAfterEpochEval, epoch_records
 from seqtune.tasks import get_task
@@ -85,7 +85,7 @@ class _Trainer(Trainer):
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether to train in bf16 autocast: `auto` picks it where bf16 is native by fact
-    (`generation.native_bf16`: CPU flags, then a measured matmul); `bf16` where it isn't is an
+    (`devices.native_bf16`: CPU flags, then a measured matmul); `bf16` where it isn't is an
     error (an emulated bf16 training step ran 66 vs 266 tokens/s fp32 on an AVX512 Xeon
     without avx512_bf16)."""
     if precision == "fp32":
@@ -144,8 +144,8 @@ def read_dataset(task: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]
 def validation_set(task: str, test_df: pd.DataFrame) -> pd.DataFrame:
     """The per-epoch validation examples: the dataset's validation split, kept apart from
     test so that choosing a lever on the curves never touches the test split. A dataset
-    without one (molecules.val_fraction 0, as before 2026-12-07) falls back to the head of
-    the test split, as those runs did, with a warning."""
+    without one (molecules.val_fraction 0, as the fragment-split runs the sweep files pin)
+    falls back to the head of the test split, as those runs did, with a warning."""
     path = paths.dataset_dir(task) / "val.parquet"
     val = pd.read_parquet(path) if path.exists() else None
     if val is not None and len(val):
@@ -376,7 +376,7 @@ def build_trainer(s: Setup, ex: Examples, args: TrainingArguments, client, run_i
                   callbacks: Sequence[Any]) -> tuple[_Trainer, MlflowLogger]:
     """Step 5: the base model (LoRA-wrapped for train.method: lora) in a `_Trainer` with the
     MLflow logger, the per-epoch generation eval, saving after it, and `callbacks`."""
-    from seqtune.pipeline.model_files import load_causal_lm
+    from seqtune.inference.weights import load_causal_lm
 
     cfg, tokenizer = s.cfg, ex.tokenizer
     model = load_causal_lm(paths.BASE_MODEL, dtype=torch.float32)
@@ -486,20 +486,3 @@ def save_model(trainer, tokenizer, method: str, out: Path, rank0: bool, files: d
         for name, obj in files.items():
             write_json(tmp / name, obj)
         write_text(tmp / paths.RUN_ID_FILE, str(run_id))
-
-
-def _cli() -> None:
-    import argparse
-
-    from seqtune.log import setup_logging
-
-    ap = argparse.ArgumentParser(prog="python -m seqtune.train", description="Fine-tune the base model on TASK.")
-    ap.add_argument("task")
-    ap.add_argument("--params", "-p", type=Path, default=DEFAULT_PARAMS)
-    a = ap.parse_args()
-    setup_logging()
-    main(a.task, params=a.params)
-
-
-if __name__ == "__main__":
-    _cli()

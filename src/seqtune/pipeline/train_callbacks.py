@@ -116,13 +116,14 @@ class GenerationEval(TrainerCallback):
     def on_evaluate(self, args, state, control, model=None, **kw):
         if not self.examples or model is None:
             return
-        from seqtune.pipeline.generation import Generator
+        from seqtune.inference.generator import Generator
         from seqtune.tasks import get_task
 
         start = time.perf_counter()
         was_training = model.training
-        # The model being trained: its fp32 master weights must stay as they are (a Generator
-        # casts its model to bf16 under precision auto), so bf16 runs as autocast, as in training.
+        # The model being trained, in memory (nothing to load: no `load_generator`): its fp32
+        # master weights must stay as they are (a Generator casts its model to bf16 under
+        # precision auto), so bf16 runs as autocast, as in training.
         gen = Generator(model, self.tokenizer, task=self.task, fmt=self.fmt, max_new_tokens=self.max_new_tokens,
                         batch_size=self.batch_size, precision="autocast" if args.bf16 else "fp32")
         try:

@@ -6,7 +6,7 @@ For each task in params.yaml, `models:/<prefix><task>@<alias>` is downloaded fro
 its HF model folder (the pyfunc artifact `hf_model`) is copied into a BentoML model named like
 the registered model, with labels and metadata saying where it came from (MLflow version,
 run, base model, data/test hashes, metrics). The service loads that folder with
-`Generator.load` and never imports MLflow, so a bento (and its container) needs no registry.
+`load_generator` (seqtune.inference) and never imports MLflow, so a bento (and its container) needs no registry.
 The newest BentoML model of a name is what the service serves: importing a champion that is
 already the newest import is a no-op, and a rollback re-imports the older version on top.
 With `serve.runtime: ctranslate2` the import also converts the model (`seqtune.serving.ct2`,
@@ -88,7 +88,7 @@ def import_champion(task: str, *, params: Path | str = DEFAULT_PARAMS) -> Import
     from mlflow import MlflowClient
 
     from seqtune.pipeline import registry
-    from seqtune.pipeline.generation import read_model_card
+    from seqtune.inference.cards import read_model_card
     from seqtune.pipeline.model_files import hf_model_folder
 
     uri = registry.champion_uri(task, params=params)  # RuntimeError with a hint when none

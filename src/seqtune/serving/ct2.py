@@ -11,13 +11,15 @@ a 6-prompt check of the real base model) or `int8_float32` (129 MiB; int8 weight
 activations: the argmax moves where the model is unsure — all 6 of those untrained base-model
 outputs changed; `bench/runtime_compare.py` measures what it does to a champion).
 
-`CT2Generator` answers like `Generator`: prompts rendered by the same `formats` function with
-the model's own tokenizer, the same EOS id ends an answer (not kept), at most
-`max_new_tokens` tokens, outputs decoded and parsed as the torch path does. Verified decoding
-is `Generator.predict` itself (the function, not a copy) over this class's `generate`:
-CTranslate2 beam search (`beam_size = num_hypotheses = num_beams`) then the first candidate
-the task verifies. Its beams need not be the torch path's: transformers' and CTranslate2's
-beam searches stop and rank finished hypotheses differently.
+`CT2Generator` answers like `Generator`: the folder opened by the same loading steps
+(`inference.loader.open_model_folder`: card, tokenizer, answer vocabulary), prompts rendered
+by the same `formats` function with the model's own tokenizer, the same EOS id ends an answer
+(not kept), at most `max_new_tokens` tokens, outputs decoded and parsed as the torch path
+does. Verified decoding is `Generator.predict` itself (the function, not a copy, its
+fair-decoding rule included) over this class's `generate`: CTranslate2 beam search
+(`beam_size = num_hypotheses = num_beams`) then the first candidate the task verifies. Its
+beams need not be the torch path's: transformers' and CTranslate2's beam searches stop and
+rank finished hypotheses differently.
 
 The answer vocabulary (`answer_token_ids` in seqtune.json, `serve.answer_vocab`) is applied
 with `suppress_sequences`: every other token, one-token sequences, is suppressed at every
@@ -35,8 +37,8 @@ from pathlib import Path
 from typing import get_args
 
 from seqtune.config import ServeConfig
-from seqtune.pipeline.formats import parse_completion, render_prompt
-from seqtune.pipeline.generation import Generator, read_model_card
+from seqtune.inference.formats import parse_completion, render_prompt
+from seqtune.inference.generator import Generator
 from seqtune.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def _converter(model_dir: Path):
     (`load_causal_lm`: safetensors only, complete, config matching), never a pickle."""
     from ctranslate2.converters import TransformersConverter
 
-    from seqtune.pipeline.model_files import load_causal_lm
+    from seqtune.inference.weights import load_causal_lm
 
     class SeqtuneConverter(TransformersConverter):
         def load_model(self, model_class, model_name_or_path, **kwargs):
@@ -141,20 +143,21 @@ class CT2Generator:
     def load(cls, model_dir: Path | str, ct2_dir: Path | str, *, compute_type: str, answer_vocab: bool = True,
              **kw) -> CT2Generator:
         """`model_dir`: the seqtune model folder (tokenizer, seqtune.json) that `ct2_dir` was
-        converted from."""
-        from transformers import AutoTokenizer
+        converted from, opened as the torch runtime's `load_generator` opens it."""
+        from seqtune.inference.loader import open_model_folder
 
-        card = read_model_card(model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        answer_ids = card.get("answer_token_ids") if answer_vocab else None
-        return cls(ct2_dir, tokenizer, task=card["task"], fmt=card["format"], compute_type=compute_type,
-                   answer_ids=answer_ids, **kw)
+        folder = open_model_folder(model_dir, answer_vocab=answer_vocab)
+        return cls(ct2_dir, folder.tokenizer, task=folder.card["task"], fmt=folder.card["format"],
+                   compute_type=compute_type, answer_ids=folder.answer_ids, **kw)
 
     def prompts(self, sources: Sequence[str]) -> list[str]:
         return [render_prompt(self.format, self.task, s, self.tokenizer) for s in sources]
 
-    def generate(self, sources: Sequence[str], *, num_beams: int = 1, num_return_sequences: int = 1) -> list[list[str]]:
-        """`num_return_sequences` decoded outputs per source, best first, in input order."""
+    def generate(self, sources: Sequence[str], *, num_beams: int = 1, num_return_sequences: int = 1,
+                 progress: str | None = None) -> list[list[str]]:
+        """`num_return_sequences` decoded outputs per source, best first, in input order.
+        `progress` is accepted as `Generator.generate` takes it and shows nothing: ctranslate2
+        batches inside one call."""
         if not sources:
             return []
         # Token ids exactly as the torch path encodes them (special tokens included), named by

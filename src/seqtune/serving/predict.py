@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from seqtune.config import DEFAULT_PARAMS, load_params
 
 if TYPE_CHECKING:
-    from seqtune.pipeline.generation import Generator
+    from seqtune.inference.generator import Generator
     from seqtune.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -152,8 +152,8 @@ def _local(task: str, inputs: list[str], params: Path | str) -> list[dict[str, A
     cfg = load_params(params).serve
     log.info("loading %s (v%s, precision %s)", uri, mv.version, cfg.precision)
     # The service's precision and LM head, so `predict` without --url answers as the service would.
-    # (Versions registered before 2026-12-06 evening log no precision key: MLflow ignores the override
-    # there, with a warning, and they load `auto`.) The version read above, not the alias again: the
+    # (A version whose logged model_config has no precision key: MLflow ignores the override
+    # there, with a warning, and it loads `auto`.) The version read above, not the alias again: the
     # answers are labelled with it. seqtune's loader refuses a pickled version (docs/security.md).
     generator = pyfunc.load_model(f"models:/{name}/{mv.version}",
                                   model_config={"precision": cfg.precision, "answer_vocab": cfg.answer_vocab}

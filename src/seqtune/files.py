@@ -1,6 +1,6 @@
 """Small file helpers shared by the stages: atomic writes and content hashes.
 
-    python -c "from seqtune.io import file_sha256; print(file_sha256('params.yaml'))"
+    python -c "from seqtune.files import file_sha256; print(file_sha256('params.yaml'))"
 
 Stages write every output atomically (temp file + rename in the same folder) so a crash or
 Ctrl-C never leaves a half-written file that DVC or a later stage would trust.

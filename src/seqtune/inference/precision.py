@@ -1,7 +1,7 @@
 """Whether bf16 is native on a device, decided by fact: CPU flags, then a measured matmul.
 
-    python -m seqtune.pipeline.precision              # this machine's verdict and why (cached)
-    python -m seqtune.pipeline.precision --remeasure  # measure again, ignoring the cache
+    python -m seqtune.inference.precision              # this machine's verdict and why (cached)
+    python -m seqtune.inference.precision --remeasure  # measure again, ignoring the cache
 
 `torch.ops.mkldnn._is_mkldnn_bf16_supported()` answers True on any AVX512 core, because
 oneDNN *emulates* bf16 there: on an Intel Xeon with AVX512 but no avx512_bf16/AMX a
@@ -19,7 +19,7 @@ Instead, on a CPU:
   `cache_dir()`, so it is measured once, not at every load.
 
 CUDA keeps `torch.cuda.is_bf16_supported()` (Ampere and newer); MPS stays fp32 (bf16 support
-there is partial). Callers go through `seqtune.pipeline.generation.native_bf16`.
+there is partial). Callers go through `seqtune.inference.devices.native_bf16`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from seqtune.io import write_json
+from seqtune.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def bf16_verdict(device: torch.device | str) -> Verdict:
 def _cli(argv: list[str] | None = None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m seqtune.pipeline.precision", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m seqtune.inference.precision", description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     ap.add_argument("--remeasure", action="store_true", help="measure again and overwrite the cached verdict")
     a = ap.parse_args(argv)

@@ -1,25 +1,20 @@
-"""The chemistry layer: general RDKit and OPSIN helpers for molecule standardisation
-(`seqtune.pipeline.molecules`) and the task plug-ins (`seqtune.tasks`): parsing, canonical
-SMILES, exclusion reasons, SMILES validation, fingerprints (Tanimoto), string similarity and a
-batched, process-safe OPSIN (name -> structure) call. A leaf: it imports RDKit (and runs the
-OPSIN jar that py2opsin ships), nothing from seqtune.
+"""The OPSIN JVM: one long-lived OPSIN per process, a timed one-off JVM as the fallback, the Java check.
 
-    python -c "from seqtune.chem import opsin_to_smiles; print(opsin_to_smiles(['ethanol']))"
+    python -c "from seqtune.chem.opsin_jvm import shared_process; print(shared_process().parse(['ethanol'], 60))"
 
 OPSIN is a Java program and starting its JVM costs ~0.5 s, more than parsing thousands of
 names, so each process keeps one OPSIN running (`OpsinProcess`: names in on stdin, one SMILES
 line out per name) and reuses it: checking one name went from ~0.57 s to ~3 ms
-(`bench/opsin_calls.py`). Should that process fail, a call falls back to a one-off JVM over a
-temp file. Both run the OPSIN jar that py2opsin ships, and both have a timeout (py2opsin's own
-call has none, so seqtune runs the jar itself).
+(`bench/opsin_calls.py`). Should that process fail, `seqtune.chem.opsin_to_smiles` falls back
+to a one-off JVM over a temp file (`run_once`). Both run the OPSIN jar that py2opsin ships, and
+both have a timeout (py2opsin's own call has none, so seqtune runs the jar itself). Imports
+nothing from seqtune.
 """
 
 from __future__ import annotations
 
 import atexit
-import difflib
 import functools
-import logging
 import os
 import select
 import shutil
@@ -29,15 +24,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-from rdkit import Chem, DataStructs, RDLogger
-from rdkit.Chem import rdFingerprintGenerator
-
-log = logging.getLogger(__name__)
-
-# RDKit prints every parse failure to stderr; failures are expected (model outputs) and
-# counted by the callers, so silence the noise.
-RDLogger.DisableLog("rdApp.*")
 
 # OPSIN runs once per batch, so JVM start-up dominates: C1-only JIT and the serial GC halve
 # it and, measured here, run 2,000 names in 2.2 s instead of 6.5 s on a busy 2-core machine.
@@ -49,93 +35,6 @@ JAVA_HINT = (
     "e.g. `sudo apt-get install -y default-jre-headless` (Debian/Ubuntu), "
     "`brew install openjdk` (macOS) or `conda install -c conda-forge openjdk`."
 )
-
-# Elements an organic-name generator (and OPSIN round-trip) handles: H, He, B, C, N, O, F, Ne,
-# Si, P, S, Cl, Ar, As, Se, Br, Kr, Te, I, Xe, At, Rn. Everything else counts as a metal.
-NON_METALS: frozenset[int] = frozenset({1, 2, 5, 6, 7, 8, 9, 10, 14, 15, 16, 17, 18, 33, 34, 35, 36, 52, 53, 54, 85, 86})
-
-_MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
-
-
-def mol_from_smiles(smiles: str | None) -> Chem.Mol | None:
-    """RDKit molecule, or None for anything RDKit cannot parse (never raises)."""
-    if not smiles or not isinstance(smiles, str):
-        return None
-    try:
-        return Chem.MolFromSmiles(smiles.strip())
-    except Exception:  # RDKit raises on some pathological inputs instead of returning None
-        return None
-
-
-def canonical_smiles(smiles: str | None) -> str | None:
-    """RDKit canonical isomeric SMILES, or None when unparsable."""
-    mol = mol_from_smiles(smiles)
-    return Chem.MolToSmiles(mol) if mol is not None else None
-
-
-def random_smiles(smiles: str, n: int, seed: int) -> list[str]:
-    """`n` randomized SMILES spellings of one molecule (random atom order and branches), each
-    unlike `smiles` and one another where the molecule has that many; repeats fill the rest so
-    the count (and the compute it costs) is always `n`. Deterministic for a given `seed` in
-    [0, 2**31): RDKit draws unseeded for larger ones."""
-    if not 0 <= seed < 2**31:
-        raise ValueError(f"seed must be in [0, 2**31), got {seed}")
-    mol = mol_from_smiles(smiles)
-    if mol is None:
-        raise ValueError(f"not a SMILES RDKit can parse: {smiles!r}")
-    if n <= 0:
-        return []
-    found = list(dict.fromkeys(s for s in Chem.MolToRandomSmilesVect(mol, 4 * n, randomSeed=seed) if s != smiles))
-    pool = found[:n] or [smiles]  # e.g. a molecule with one spelling only
-    return [pool[i % len(pool)] for i in range(n)]
-
-
-def exclusion_reason(mol: Chem.Mol) -> str | None:
-    """Why a molecule can't be named reliably (metal, radical, isotope, wildcard), else None.
-
-    openclatura fails on metals, drops isotopes and mis-names radicals (measured when the
-    labelling was built: such molecules are dropped with this reason rather than mislabelled)."""
-    for atom in mol.GetAtoms():
-        z = atom.GetAtomicNum()
-        if z == 0:
-            return "wildcard_atom"
-        if z not in NON_METALS:
-            return "metal"
-        if atom.GetNumRadicalElectrons():
-            return "radical"
-        if atom.GetIsotope():
-            return "isotope"
-    return None
-
-
-def smiles_problem(smiles: str) -> str | None:
-    """A user-facing message for a SMILES that RDKit cannot use, or None when it parses."""
-    if not isinstance(smiles, str) or not smiles.strip():
-        return "empty input: expected a SMILES string such as 'CCO'"
-    if any(c.isspace() for c in smiles.strip()):
-        return f"not a valid SMILES: {smiles!r} contains whitespace"
-    mol = mol_from_smiles(smiles)
-    if mol is None:
-        return f"not a valid SMILES: RDKit could not parse {smiles!r}"
-    if mol.GetNumAtoms() == 0:
-        return "not a valid SMILES: no atoms"
-    return None
-
-
-def tanimoto(a: str | None, b: str | None) -> float:
-    """Tanimoto similarity of Morgan (r=2, 2048 bit) fingerprints; 0.0 when either is unparsable."""
-    ma, mb = mol_from_smiles(a), mol_from_smiles(b)
-    if ma is None or mb is None:
-        return 0.0
-    return float(DataStructs.TanimotoSimilarity(_MORGAN.GetFingerprint(ma), _MORGAN.GetFingerprint(mb)))
-
-
-def char_similarity(a: str, b: str) -> float:
-    """difflib ratio in [0, 1] (1 = identical strings)."""
-    if not a and not b:
-        return 1.0
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
-
 
 @functools.cache
 def _java_ok() -> bool:
@@ -158,12 +57,6 @@ def require_java() -> None:
     # Neither OPSIN path passes JVM flags, but the JVM reads this variable itself. Set once and
     # left set (seqtune starts no other JVM): toggling it would race between threads.
     os.environ.setdefault("JAVA_TOOL_OPTIONS", OPSIN_JVM_OPTIONS)
-
-
-def _sanitise_name(name: object) -> str:
-    # OPSIN reads one name per line: a newline inside a prediction would shift every later
-    # result, so collapse all whitespace runs to single spaces.
-    return " ".join(str(name).split()) if name is not None else ""
 
 
 def _opsin_jar() -> str:
@@ -191,7 +84,7 @@ class OpsinProcess:
 
     Every batch ends with a sentinel name of known answer: a reply that does not end with it
     means the lines went out of step, and the process is killed rather than trusted. Thread-safe
-    (one batch at a time); a forked child never touches its parent's process (`_opsin_process`)."""
+    (one batch at a time); a forked child never touches its parent's process (`shared_process`)."""
 
     SENTINEL = ("methane", "C")
 
@@ -261,7 +154,7 @@ _OPSIN: OpsinProcess | None = None
 _OPSIN_LOCK = threading.Lock()
 
 
-def _opsin_process() -> OpsinProcess:
+def shared_process() -> OpsinProcess:
     """This process's OPSIN (a forked child starts its own: pipes cannot be shared)."""
     global _OPSIN
     with _OPSIN_LOCK:
@@ -276,41 +169,7 @@ def _close_opsin() -> None:
         _OPSIN.close()
 
 
-WARM_NAMES = ("ethanol", "2-methylpropan-1-ol", "N-(4-hydroxyphenyl)acetamide", "4-hydroxy-3-methoxybenzaldehyde",
-              "1,3,7-trimethyl-3,7-dihydro-1H-purine-2,6-dione", "2-[4-(2-methylpropyl)phenyl]propanoic acid",
-              "not a chemical name", "cyclohexanol")
-
-
-def warm_opsin(rounds: int = 125) -> None:
-    """Start this process's OPSIN and run it through ~1,000 names, so that a server's first
-    request does not pay the JVM start and its memory is at its working size before serving
-    (RSS ~105 MiB after one name, ~190 MiB after this, ~200 MiB after thousands more)."""
-    opsin_to_smiles(list(WARM_NAMES) * rounds)
-
-
-def opsin_to_smiles(names: Sequence[str | None]) -> list[str | None]:
-    """Parse names with OPSIN: SMILES per name, None when unparsable.
-
-    Through this process's long-lived OPSIN (`OpsinProcess`); should it fail, through one
-    one-off JVM call over a temp file of its own (concurrent processes never share one), each
-    with a timeout: a RuntimeError when both fail."""
-    clean = [_sanitise_name(n) for n in names]
-    todo = [i for i, n in enumerate(clean) if n]
-    out: list[str | None] = [None] * len(clean)
-    if not todo:
-        return out
-    require_java()
-    try:
-        result = _opsin_process().parse([clean[i] for i in todo], timeout=opsin_timeout(len(todo)))
-    except (OSError, RuntimeError, TimeoutError) as e:
-        log.warning("long-lived OPSIN failed (%s); parsing these %d names with a one-off JVM", e, len(todo))
-        result = _opsin_once([clean[i] for i in todo])
-    for i, smi in zip(todo, result):
-        out[i] = smi or None
-    return out
-
-
-def _opsin_once(names: list[str], timeout: float | None = None) -> list[str]:
+def run_once(names: list[str], timeout: float | None = None) -> list[str]:
     """One JVM for `names` (single-line, non-empty) over a temp file of its own: OPSIN's jar
     run as py2opsin runs it (`java -jar opsin.jar -osmi FILE`, one output line per name, empty
     when unparsable), but killed after `timeout` s (default `opsin_timeout`), which py2opsin
@@ -335,8 +194,3 @@ def _opsin_once(names: list[str], timeout: float | None = None) -> list[str]:
         raise RuntimeError(f"OPSIN returned {got}; check that `java -jar` works (Java 8+): "
                            f"{res.stderr.decode(errors='replace')[-500:]}")
     return lines
-
-
-def opsin_canonical(names: Sequence[str | None]) -> list[str | None]:
-    """OPSIN, then RDKit canonical isomeric SMILES (None when either step fails)."""
-    return [canonical_smiles(s) for s in opsin_to_smiles(names)]

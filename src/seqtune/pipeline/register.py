@@ -49,18 +49,6 @@ class RegisterResult:
     """The version holding the alias after this call."""
 
 
-def _read_card(model_dir: Path) -> dict[str, Any]:
-    from seqtune.inference.cards import MODEL_CARD
-
-    card = model_dir / MODEL_CARD
-    if not card.exists():
-        raise FileNotFoundError(
-            f"{model_dir} is not a fine-tuned seqtune model (no {MODEL_CARD}); "
-            "run `seqtune train TASK` or `dvc repro` first"
-        )
-    return json.loads(card.read_text())
-
-
 def _primary(task: str, metrics: dict[str, Any]) -> tuple[str, float]:
     name = metrics.get("primary_metric")
     if not name:
@@ -93,7 +81,9 @@ def real_bands_tag(metrics: dict[str, Any], metric: str) -> str | None:
 def _version_tags(task: str, model_dir: Path, metrics: dict[str, Any]) -> dict[str, str]:
     """The tags a new version of `model_dir` gets (the content hash among them); checks that
     the folder is a `task` model and that the metrics have its primary metric."""
-    card = _read_card(model_dir)
+    from seqtune.inference.cards import read_model_card
+
+    card = read_model_card(model_dir)
     if card.get("task") not in (None, task):
         raise ValueError(f"{model_dir} holds a {card['task']!r} model, not {task!r}")
     metric_name, value = _primary(task, metrics)

@@ -39,6 +39,24 @@ _START = (time.perf_counter(), os.getloadavg())
 """When the script started (it imports this module first) and the load then: a result's
 `seconds` and `load_average.before`."""
 
+# ------------------------------------------------------------------------- the CPU's ceiling
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of the best of `reps` n x n matmuls in `dtype`: the ceiling a training step's
+    matmuls could reach on these cores."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up: oneDNN picks and caches its kernel
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
 # ------------------------------------------------------------------------- models and molecules
 
 FRAGMENTS = ["C", "CC", "O", "N", "c1ccccc1", "C(=O)O", "Cl", "F", "C(C)", "S", "C(=O)N", "OC", "c1ccncc1", "Br"]

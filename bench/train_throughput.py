@@ -45,7 +45,7 @@ import yaml  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: shared code is in common.py
-from common import REPO, base_model, molecules, spread, write_result  # noqa: E402
+from common import REPO, base_model, matmul_peak, molecules, spread, write_result  # noqa: E402
 
 TASK = "smiles2formula"
 
@@ -137,19 +137,6 @@ def run_trl(work: Path, base: Path, df: pd.DataFrame, batch_size: int, tuned: bo
                          train_dataset=Dataset.from_pandas(df[["prompt", "completion"]]))
     trainer.train()
     return clock
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of the best of `reps` n x n matmuls in `dtype`: the ceiling a training step's
-    matmuls could reach on these cores."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up: oneDNN picks and caches its kernel
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def n_parameters(base: Path) -> int:

@@ -368,6 +368,48 @@ def test_lora_targets_must_exist():
         train.apply_lora(model, parse_params({}).train.lora)
 
 
+def test_frozen_lower_layers_keep_the_base_weights_and_the_upper_ones_learn(project):
+    before = load_file(paths.BASE_MODEL / "model.safetensors")
+    summary = train.main(TASK, params=project(freeze_layers=1, val_size=0))
+    assert summary["freeze_layers"] == 1 and summary["last_loss"] < summary["first_loss"]
+    after = _weights()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    # The tiny model has 2 layers and ties its head to the embeddings: layer 0 and the
+    # embedding matrix (= the head) stay the base model's, layer 1 and the final norm train.
+    assert changed and all(k.startswith(("model.layers.1.", "model.norm.")) for k in changed), changed
+    assert any(k.startswith("model.layers.1.") for k in changed)
+    assert summary["trainable_params"] == sum(after[k].numel() for k in after if k.startswith(("model.layers.1.", "model.norm.")))
+
+
+def test_freeze_layers_says_what_fits(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from seqtune.pipeline.frozen_layers import freeze_lower_layers
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match="has 2 decoder layers; freeze 0 to 1"):
+        freeze_lower_layers(model, 2)
+    counts = freeze_lower_layers(model, 0)
+    assert counts["trainable_params"] == counts["total_params"] and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="LoRA already freezes"):
+        parse_params({"train": {"method": "lora", "freeze_layers": 1}})
+
+
+def test_a_frozen_layer_gets_no_gradient_and_no_backward_work(tiny_model_dir):
+    """What the knob is for: autograd does no work below layer N (no grads there at all)."""
+    from transformers import AutoModelForCausalLM
+
+    from seqtune.pipeline.frozen_layers import freeze_lower_layers
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    freeze_lower_layers(model, 1)
+    ids = torch.randint(3, 50, (2, 7))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = {n: p.grad is not None for n, p in model.named_parameters()}
+    assert not any(g for n, g in grads.items() if n.startswith(("model.layers.0.", "model.embed_tokens"))), grads
+    assert all(g for n, g in grads.items() if n.startswith("model.layers.1.")), grads
+
+
 def test_missing_inputs_say_which_stage_to_run(tmp_path, monkeypatch, params_file):
     monkeypatch.chdir(tmp_path)
     params = params_file({"base_model": {"name": "tiny"}})

@@ -156,6 +156,10 @@ class LoraConfig(Section):
 
 class TrainConfig(Section):
     method: Literal["full", "lora"] = "full"
+    freeze_layers: int = Field(0, ge=0)
+    """Full fine-tuning with the embeddings and the first N decoder layers frozen: the backward
+    pass stops at layer N (pipeline.frozen_layers; a tied LM head stays frozen). 0 = all train.
+    Not with method lora, which freezes every base weight already."""
     epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(5e-4, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
@@ -176,6 +180,13 @@ class TrainConfig(Section):
     """Validation items (a prefix) giving the eval loss and generation scores after every epoch
     (0 = off). Without a validation split (molecules.val_fraction 0) the head of the test split."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @model_validator(mode="after")
+    def _freeze_not_with_lora(self) -> TrainConfig:
+        if self.freeze_layers and self.method == "lora":
+            raise ValueError("train.freeze_layers is for method full: LoRA already freezes every base weight "
+                             "(set freeze_layers: 0, or method: full)")
+        return self
 
 
 class EvaluateConfig(Section):

@@ -43,6 +43,7 @@ BEFORE_KEY: dict[str, tuple[str, str]] = {
     "data.n_val": ("2026-12-07", "200"),
     "molecules.simple_organics": ("2026-12-07", "0"),
     "molecules.simple_organics_seed": ("2026-12-07", "0"),
+    "train.freeze_layers": ("2026-12-08", "0"),  # every layer trained before it
 }
 """What a run whose code predates a key ran as. A new result-changing key needs an entry here
 (tests/test_sweeps.py checks every committed run record against it)."""

@@ -5,7 +5,7 @@ helpers only the stages use.
 
 Stages, each module named as its stage: `molecules`, `real_molecules`, `base_model`, `data`,
 `train`, `evaluate`, `register`. Helpers: `molecule_sources`, `standardise`, `fragments`,
-`simple_organics`, `tiny_model`, `gguf_assembly`, `sft_data`, `completion_loss`,
+`simple_organics`, `tiny_model`, `frozen_layers`, `gguf_assembly`, `sft_data`, `completion_loss`,
 `train_callbacks`, `eval_keys`, `eval_plots`, `model_files`, `cards`, `registry` (the
 registry's verbs serving and the CLI use), `registry_store`, `registry_lock`, `pyfunc`
 and `pyfunc_model` (what MLflow runs to load a registered model).

@@ -9,7 +9,9 @@
 Reads `data/base_model/` and `data/datasets/<task>/`, writes `data/models/<task>/` (merged
 safetensors + tokenizer + seqtune.json + training_summary.json + epochs.json + run_id).
 transformers' `Trainer` does the loop; peft adds LoRA for `train.method: lora` (merged into
-the weights before saving, so evaluation and serving load every model the same way).
+the weights before saving, so evaluation and serving load every model the same way);
+`train.freeze_layers: N` keeps the embeddings and the lower N decoder layers frozen
+(`pipeline.frozen_layers`: the backward pass stops at layer N).
 
 - Device CUDA > MPS > CPU; `train.precision: auto` trains in bf16 autocast where the
   hardware has native bf16 (CUDA Ampere+; CPUs with AVX512-BF16/AMX whose bf16 matmul measures
@@ -44,6 +46,7 @@ from seqtune.config import DEFAULT_PARAMS, LoraConfig, Params, TrainConfig, flat
 from seqtune.files import atomic_dir, rows_sha256, write_json, write_text
 from seqtune.pipeline.cards import base_model_card, lineage_tags, warm_start_from
 from seqtune.pipeline.completion_loss import completion_loss, supports_completion_loss
+from seqtune.pipeline.frozen_layers import freeze_lower_layers
 from seqtune.inference.cards import MODEL_CARD
 from seqtune.inference.devices import native_bf16, pick_device, precision_reason
 from seqtune.inference.precision import bf16_verdict
@@ -382,6 +385,8 @@ def build_trainer(s: Setup, ex: Examples, args: TrainingArguments, client, run_i
     model = load_causal_lm(paths.BASE_MODEL, dtype=torch.float32)
     if cfg.method == "lora":
         model = apply_lora(model, cfg.lora)
+    elif cfg.freeze_layers:
+        freeze_lower_layers(model, cfg.freeze_layers)
     logger = MlflowLogger(client, run_id)
     gen_cb = GenerationEval(tokenizer=tokenizer, task=s.task, fmt=s.stats["format"], examples=ex.val_df.to_dict("records"),
                             max_new_tokens=ex.train.max_completion_tokens, batch_size=cfg.batch_size, logger=logger)
@@ -416,7 +421,9 @@ def summarise(s: Setup, ex: Examples, trainer: _Trainer, logger: MlflowLogger, r
         "device": s.device.type, "precision": s.precision,
         "precision_reason": s.reason, "threads": s.threads, "world_size": trainer.args.world_size,
         "train_examples": len(ex.train.rows), "dropped_too_long": ex.train.dropped, "val_examples": len(ex.val.rows),
-        "epochs": s.cfg.epochs, "steps": trainer.state.global_step,
+        "epochs": s.cfg.epochs, "steps": trainer.state.global_step, "freeze_layers": s.cfg.freeze_layers,
+        "trainable_params": sum(p.numel() for p in {id(p): p for p in trainer.model.parameters()}.values()
+                                if p.requires_grad),
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
         "eval_loss": evals[-1] if evals else None, "tokens_seen": trainer.state.num_input_tokens_seen,
         "train_seconds": round(logger.busy_seconds, 2),

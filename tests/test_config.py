@@ -51,6 +51,8 @@ def test_code_defaults_are_params_yaml():
         ({"evaluate": {"size_buckets": [20, 10]}}, "evaluate.size_buckets"),
         ({"serve": {"decoding": {"smiles2iupca": "verified"}}}, "unknown task"),
         ({"serve": {"decoding": {"smiles2iupac": "beam"}}}, "serve.decoding"),
+        ({"tracking_server": {"auth": "basci"}}, "tracking_server.auth"),
+        ({"tracking_server": {"database": "d" * 59}}, "tracking_server.database"),
     ],
 )
 def test_bad_values_name_the_key(raw, needle):

@@ -1,5 +1,7 @@
 """The team setup for real: `mlflow server` on a project-local PostgreSQL (seqtune.tracking_server),
-the pipeline run against it over HTTP, and the registry raced through it by several processes.
+the pipeline run against it over HTTP, and the registry raced through it by several processes;
+with `tracking_server.auth: basic`, who may read and write it (docs/security.md, "Who can write
+the registry").
 
     .venv/bin/python -m pytest -q tests/test_tracking_server.py
 
@@ -213,3 +215,251 @@ def test_pipeline_runs_against_the_server(server, tmp_path, monkeypatch):
     out = _sh(["seqtune", "bento", "import"], repo)
     assert "team-smiles2formula" in out, out
     assert os.listdir(Path(os.environ["BENTOML_HOME"]) / "models" / "team-smiles2formula")
+
+
+# ------------------------------------------------------------------ tracking_server.auth: basic
+
+ADMIN_PASSWORD = "admin-secret-" + "x" * 8
+READER = ("reader", "reader-secret-123")
+
+
+def _no_password_env(mp: pytest.MonkeyPatch) -> None:
+    from seqtune import tracking_server as ts
+
+    mp.delenv(ts.ADMIN_PASSWORD_ENV, raising=False)
+    mp.delenv(ts.ADMIN_PASSWORD_FILE_ENV, raising=False)
+
+
+def test_basic_auth_without_an_admin_password_is_a_clear_error_before_anything_starts(tmp_path, monkeypatch):
+    from seqtune import tracking_server as ts
+    from seqtune.config import parse_params
+
+    _no_password_env(monkeypatch)
+    cfg = parse_params({"tracking_server": {"auth": "basic", "dir": str(tmp_path / "ts")}}, "params.yaml").tracking_server
+    with pytest.raises(ts.AuthConfigError) as e, ts.running(cfg):
+        pass
+    assert "tracking_server.auth is basic" in str(e.value)
+    assert ts.ADMIN_PASSWORD_ENV in str(e.value) and ts.ADMIN_PASSWORD_FILE_ENV in str(e.value)
+    assert not (tmp_path / "ts").exists(), "something started before the password was checked"
+
+
+def test_the_admin_password_comes_from_the_variable_or_the_file(tmp_path):
+    from seqtune import tracking_server as ts
+
+    var, file = ts.ADMIN_PASSWORD_ENV, ts.ADMIN_PASSWORD_FILE_ENV
+    secret = tmp_path / "pw"
+    secret.write_text(ADMIN_PASSWORD + "\n")  # as `echo` writes it
+    assert ts.admin_password({var: ADMIN_PASSWORD}) == ADMIN_PASSWORD
+    assert ts.admin_password({file: str(secret)}) == ADMIN_PASSWORD
+    (tmp_path / "empty").write_text("\n")
+    for env, needle in [
+        ({}, "no admin password"),
+        ({var: ADMIN_PASSWORD, file: str(secret)}, "set one"),
+        ({file: ""}, "name the password file"),
+        ({file: str(tmp_path / "missing")}, "cannot read"),
+        ({file: str(tmp_path / "empty")}, "at least 12 characters"),
+        ({var: "short-one"}, "at least 12 characters"),
+        ({var: "password1234"}, "default password"),
+        ({var: "tab\tinside-the-password"}, "control characters"),
+    ]:
+        with pytest.raises(ts.AuthConfigError, match=needle) as e:
+            ts.admin_password(env)
+        assert ADMIN_PASSWORD not in str(e.value)
+
+
+def test_the_auth_ini_is_what_mlflow_reads_with_a_percent_encoded_socket_path(tmp_path, monkeypatch):
+    from mlflow.server.auth.config import read_auth_config
+
+    from seqtune import tracking_server as ts
+
+    url = ts.Postgres(tmp_path / "a dir" / "pgdata").url_of("seqtune_auth")
+    assert "%20" in url
+    ini = tmp_path / "basic_auth.ini"
+    ts.write_private(ini, ts.auth_ini(url))
+    assert ini.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    conf = read_auth_config()
+    assert (conf.database_uri, conf.default_permission, conf.admin_username) == (url, "READ", "admin")
+    assert conf.admin_password is None  # the password travels in the server's environment only
+
+
+def test_the_auth_app_is_asked_for_only_with_auth_basic(tmp_path):
+    from seqtune.tracking_server import auth_environment, mlflow_server_command
+
+    none = mlflow_server_command(TrackingServerConfig(), "db", tmp_path)
+    basic = mlflow_server_command(TrackingServerConfig(auth="basic"), "db", tmp_path)
+    assert "--app-name" not in none
+    assert basic[-2:] == ["--app-name", "basic-auth"] and basic[:-2] == none
+    env = auth_environment(tmp_path / "basic_auth.ini", ADMIN_PASSWORD, {"MLFLOW_AUTH_ADMIN_USERNAME": "eve"})
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == ADMIN_PASSWORD
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == "admin"  # an inherited name would beat the ini's
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(tmp_path / "basic_auth.ini")
+    assert len(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) >= 32
+
+
+def _start_auth_server(base: Path):
+    """`running` with auth basic (the admin password from the environment)."""
+    from seqtune import tracking_server as ts
+
+    cfg = TrackingServerConfig(dir=str(base), port=free_port(), workers=2, auth="basic")
+    return ts.running(cfg, log_file=base / "mlflow-server.log")
+
+
+@pytest.fixture(scope="module")
+def auth_server():
+    """(tracking URL, server folder) of a fresh server with auth basic; stopped and removed after."""
+    from seqtune import tracking_server as ts
+
+    _require_postgres()
+    base = _server_folder("seqtune ts-auth-")
+    secret = base / "admin-password"
+    secret.write_text(ADMIN_PASSWORD + "\n")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            _no_password_env(mp)
+            mp.setenv(ts.ADMIN_PASSWORD_FILE_ENV, str(secret))
+            with _start_auth_server(base) as url:
+                yield url, base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _api(url: str, method: str, path: str, auth=None, *, version: str = "2.0", **kw):
+    import requests
+
+    return requests.request(method, f"{url}/api/{version}/mlflow/{path}", auth=auth, timeout=60, **kw)
+
+
+def _grant(url: str, username: str, resource_type: str, resource_id: str, permission: str) -> None:
+    """As the admin, give `username` `permission` on one resource (MLflow 3's permission API)."""
+    res = _api(url, "POST", "users/permissions/grant", ADMIN, version="3.0",
+               json={"username": username, "resource_type": resource_type, "resource_id": resource_id,
+                     "permission": permission})
+    assert res.ok, res.text
+
+
+ADMIN = ("admin", ADMIN_PASSWORD)
+
+
+def test_basic_auth_asks_credentials_on_every_route_but_health(auth_server):
+    import requests
+
+    url, base = auth_server
+    for method, path, kw in [("GET", "registered-models/search", {}),
+                             ("GET", "experiments/search", {"params": {"max_results": 5}}),
+                             ("POST", "registered-models/create", {"json": {"name": "nobody"}})]:
+        for auth in (None, ("admin", "wrong-password-1"), ("nobody", ADMIN_PASSWORD)):
+            res = _api(url, method, path, auth, **kw)
+            assert res.status_code == 401, (method, path, auth and auth[0], res.status_code, res.text[:200])
+        assert _api(url, method, path, ADMIN, **kw).ok, (method, path)
+    # Artifacts go through the server: the same gate.
+    assert requests.get(f"{url}/api/2.0/mlflow-artifacts/artifacts", timeout=60).status_code == 401
+    assert requests.get(f"{url}/api/2.0/mlflow-artifacts/artifacts", auth=ADMIN, timeout=60).ok
+    # The probe `wait_healthy` polls stays open.
+    assert requests.get(f"{url}/health", timeout=10).ok
+    # Users live in their own database of the same cluster; the ini is the owner's alone.
+    assert (base / "basic_auth.ini").stat().st_mode & 0o777 == 0o600
+    assert ADMIN_PASSWORD not in (base / "basic_auth.ini").read_text()
+    assert ADMIN_PASSWORD not in (base / "mlflow-server.log").read_text()
+
+
+def _ensure_reader(url: str) -> None:
+    res = _api(url, "POST", "users/create", ADMIN, json={"username": READER[0], "password": READER[1]})
+    assert res.ok or "already exists" in res.text.lower() or res.status_code == 409, res.text
+
+
+def test_a_read_user_cannot_change_a_model_it_did_not_create(auth_server):
+    url, _ = auth_server
+    _ensure_reader(url)
+    assert _api(url, "POST", "registered-models/create", ADMIN, json={"name": "admins-model"}).ok
+    # default_permission READ: it sees the model...
+    assert _api(url, "GET", "registered-models/get", READER, params={"name": "admins-model"}).ok
+    # ...but may not add a version, move an alias, tag or delete it.
+    for method, path, body in [
+        ("POST", "model-versions/create", {"name": "admins-model", "source": "mlflow-artifacts:/x"}),
+        ("POST", "registered-models/alias", {"name": "admins-model", "alias": "champion", "version": "1"}),
+        ("POST", "registered-models/set-tag", {"name": "admins-model", "key": "k", "value": "v"}),
+        ("DELETE", "registered-models/delete", {"name": "admins-model"}),
+    ]:
+        res = _api(url, method, path, READER, json=body)
+        assert res.status_code == 403, (path, res.status_code, res.text[:200])
+    assert _api(url, "GET", "registered-models/get", ADMIN, params={"name": "admins-model"}).ok
+    # What MLflow lets every user do, and the registry lock relies on: create a registered model
+    # of its own (it gets MANAGE on it). docs/security.md says what that means for the lock.
+    assert _api(url, "POST", "registered-models/create", READER, json={"name": "readers-model"}).ok
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_register_through_the_server_needs_credentials_that_may_write(auth_server, tiny_model_dir, tmp_path,
+                                                                     params_file, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from seqtune.config import load_params
+    from seqtune.pipeline import register, registry_store
+    from seqtune.pipeline.registry_lock import lock_name
+    from tests.test_registry_race import TASK, make_models
+
+    url, _ = auth_server
+    _ensure_reader(url)
+    params = params_file({"tasks": [TASK]})
+    (m0, s0), (m1, s1) = make_models(tiny_model_dir, tmp_path, [0.3, 0.5])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+
+    def register_as(who, model, metrics):
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", who[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", who[1])
+        return register.register_model(TASK, model, json.loads(metrics.read_text()), params=params)
+
+    # No credentials: the store does not even open.
+    with pytest.raises(RuntimeError, match="401"):
+        register.register_model(TASK, m0, json.loads(s0.read_text()), params=params)
+
+    res = register_as(ADMIN, m0, s0)  # the admin's credentials, from MLFLOW_TRACKING_USERNAME/PASSWORD
+    assert (res.version, res.created, res.champion) == (1, True, 1)
+    admin = MlflowClient(url)  # sends whatever credentials the environment holds at each request
+    experiment = admin.get_experiment_by_name(load_params(params).mlflow.experiment)
+
+    # A user who may log runs into the experiment, but has only READ on the model: it uploads,
+    # takes the lock, and is refused the version; nothing changed, and its lock is gone.
+    _grant(url, READER[0], "experiment", experiment.experiment_id, "EDIT")
+    with pytest.raises(MlflowException, match="model-versions/create failed with error code 403"):
+        register_as(READER, m1, s1)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
+    name = f"seqtune-{TASK}"
+    assert [int(v.version) for v in registry_store.versions(admin, name)] == [1]
+    assert int(admin.get_model_version_by_alias(name, "champion").version) == 1
+    assert not admin.search_registered_models(f"name='{lock_name(name)}'"), "the refused register left its lock"
+
+    # Granted EDIT on the model, the same user registers the better model and it becomes champion.
+    _grant(url, READER[0], "registered_model", name, "EDIT")
+    res = register_as(READER, m1, s1)
+    assert (res.version, res.created, res.champion) == (2, True, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_admin_password_must_stay_the_admins_across_restarts(tmp_path, monkeypatch):
+    from seqtune import tracking_server as ts
+
+    _require_postgres()
+    base = _server_folder("seqtune ts-auth-")
+    try:
+        _no_password_env(monkeypatch)
+        monkeypatch.setenv(ts.ADMIN_PASSWORD_ENV, ADMIN_PASSWORD)
+        with _start_auth_server(base) as url:
+            assert _api(url, "GET", "registered-models/search", ADMIN).ok
+        # MLflow reads the password only to create the admin: another one would be ignored.
+        monkeypatch.setenv(ts.ADMIN_PASSWORD_ENV, "another-password-456")
+        with pytest.raises(RuntimeError, match="does not log in with the password"), _start_auth_server(base):
+            pass
+        log = (base / "mlflow-server.log").read_text()
+        assert "another-password-456" not in log and ADMIN_PASSWORD not in log
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

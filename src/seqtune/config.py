@@ -319,8 +319,14 @@ class TrackingServerConfig(Section):
     workers: int = Field(2, gt=0)
     dir: str = ".tracking"
     """Relative to the repository root: pgdata/ (the database cluster) and artifacts/."""
-    database: str = Field("seqtune", pattern=r"^[a-z_][a-z0-9_]*$")
+    database: str = Field("seqtune", pattern=r"^[a-z_][a-z0-9_]*$", max_length=58)
+    """PostgreSQL keeps 63 bytes of a name: 58 leave room for `_auth`, the users' database."""
     start_timeout_s: float = Field(120.0, gt=0)
+    auth: Literal["none", "basic"] = "none"
+    """`basic`: HTTP basic authentication (MLflow's basic-auth app) on every route but /health;
+    the admin's password from SEQTUNE_TRACKING_ADMIN_PASSWORD(_FILE), every other user READ on
+    what they did not create (seqtune.tracking_server). `none`: whoever reaches host:port
+    may write the registry."""
 
 
 # `register` is a section name that shadows ABCMeta.register on the class; instances hold the

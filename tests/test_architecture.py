@@ -9,7 +9,7 @@ function-level ones included (they run too, just later). The rules:
   infrastructure and tasks;
 - `inference` only `tasks`, `chem`, shared infrastructure and itself (never the pipeline,
   experiments or serving); the pipeline, experiments and serving may import it;
-- shared infrastructure (config, paths, files, log, tracking, downloads) imports only itself,
+- shared infrastructure (config, paths, files, log, tracking, downloads, secret_source) imports only itself,
   `chem` and the task registry `seqtune.tasks` (config validates task names against it);
 - `pipeline` never imports `experiments` or `serving`, and one stage module never imports
   another stage module (stages talk through files under data/ and MLflow);
@@ -51,7 +51,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 STAGES = frozenset(f"seqtune.pipeline.{m}" for m in ("molecules", "real_molecules", "base_model", "data", "train", "evaluate",
                                                           "register"))
 """The DVC stages' modules, each named as its stage."""
-INFRA = frozenset(f"seqtune.{m}" for m in ("config", "paths", "files", "log", "tracking", "tracking_server", "downloads"))
+INFRA = frozenset(f"seqtune.{m}" for m in ("config", "paths", "files", "log", "tracking", "tracking_server", "downloads", "secret_source"))
 ENTRY = frozenset({"seqtune.cli", "seqtune.train", "seqtune.pyfunc"})
 """Entry points and aliases for old names: they may import anything, nothing imports them
 (but the one import in ENTRY_IMPORTS)."""

@@ -60,6 +60,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from seqtune.config import DEFAULT_PARAMS, TrackingServerConfig, load_params
+from seqtune.secret_source import read_secret
 from seqtune.tracking import repo_root
 
 log = logging.getLogger(__name__)
@@ -229,25 +230,13 @@ def admin_password(environ: Mapping[str, str] = os.environ) -> str:
     ADMIN_PASSWORD_FILE_ENV names (both set, neither set, an unreadable or empty file, or a
     password MLflow would refuse: AuthConfigError). Surrounding whitespace is stripped (a file
     written by `echo` ends in a newline). The message never holds the password."""
-    value, path = environ.get(ADMIN_PASSWORD_ENV), environ.get(ADMIN_PASSWORD_FILE_ENV)
-    if value is not None and path is not None:
-        raise AuthConfigError(f"both {ADMIN_PASSWORD_ENV} and {ADMIN_PASSWORD_FILE_ENV} are set: set one")
-    if path is not None:
-        if not path.strip():
-            raise AuthConfigError(f"{ADMIN_PASSWORD_FILE_ENV} is set but empty: name the password file")
-        try:
-            value = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise AuthConfigError(f"{ADMIN_PASSWORD_FILE_ENV}={path}: cannot read the password file: {e}") from None
-        source = f"{ADMIN_PASSWORD_FILE_ENV} ({path})"
-    elif value is not None:
-        source = ADMIN_PASSWORD_ENV
-    else:
+    found = read_secret(environ, ADMIN_PASSWORD_ENV, ADMIN_PASSWORD_FILE_ENV, what="password", error=AuthConfigError)
+    if found is None:
         raise AuthConfigError(
             f"tracking_server.auth is basic but no admin password is given: set {ADMIN_PASSWORD_ENV}, or "
             f"{ADMIN_PASSWORD_FILE_ENV} to a file holding it (at least {MIN_PASSWORD_CHARS} characters), "
             "or set tracking_server.auth: none")
-    password = value.strip()
+    password, source = found
     if len(password) < MIN_PASSWORD_CHARS:
         raise AuthConfigError(f"{source}: the admin password must have at least {MIN_PASSWORD_CHARS} characters")
     if password == LEGACY_DEFAULT_PASSWORD:

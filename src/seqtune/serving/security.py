@@ -21,7 +21,8 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+
+from seqtune.secret_source import read_secret
 
 TOKEN_ENV = "SEQTUNE_API_TOKEN"
 TOKEN_FILE_ENV = "SEQTUNE_API_TOKEN_FILE"
@@ -42,22 +43,10 @@ def load_token(environ: Mapping[str, str] = os.environ) -> str | None:
     """The API token, or None when neither variable is set. A variable set to an empty value,
     an unreadable or empty file, or a token a header cannot carry is an error, not "no auth":
     whoever set it meant the service to be protected."""
-    value, path = environ.get(TOKEN_ENV), environ.get(TOKEN_FILE_ENV)
-    if value is not None and path is not None:
-        raise SecurityConfigError(f"both {TOKEN_ENV} and {TOKEN_FILE_ENV} are set: set one")
-    if path is not None:
-        if not path.strip():
-            raise SecurityConfigError(f"{TOKEN_FILE_ENV} is set but empty: name the token file")
-        try:
-            value = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SecurityConfigError(f"{TOKEN_FILE_ENV}={path}: cannot read the token file: {e}") from None
-        source = f"{TOKEN_FILE_ENV} ({path})"
-    elif value is not None:
-        source = TOKEN_ENV
-    else:
+    found = read_secret(environ, TOKEN_ENV, TOKEN_FILE_ENV, what="token", error=SecurityConfigError)
+    if found is None:
         return None
-    token = value.strip()  # a file written by `echo` ends in a newline
+    token, source = found
     if not token:
         raise SecurityConfigError(f"{source}: the token is empty")
     # Visible ASCII without spaces: what an `Authorization: Bearer` header can carry intact.

@@ -12,6 +12,7 @@ the package-install layer.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,12 +92,62 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
         capture_output=True, text=True, timeout=300,
     )
     assert torch.stdout.strip() == "2.13.0+cpu", torch.stdout + torch.stderr
+    # Hardening (issue 33 item 5): no build tool or wheel left in the image, and the runtime user
+    # owns nothing but BentoML's Prometheus folder (BentoML's own template chowns the bento, the
+    # venv and the home to it, so a compromised worker could rewrite the code it runs).
+    probe = subprocess.run(
+        ["podman", "--runtime", "runc", "run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+         "--entrypoint", "/bin/sh", env["SEQTUNE_IMAGE"], "-c",
+         # (/opt/build itself stays, empty: buildah leaves the volume's mount point)
+         "id -un; echo ---; command -v uv pip pip3 || true; echo ---;"
+         " find / -xdev \\( -name '*.whl' -o -path '/opt/build/*' \\) -print; echo ---;"
+         " find / -xdev -user bentoml; echo ---;"
+         " for f in /app/.venv/bin /app/.venv/lib/python3.11/site-packages/torch/__init__.py /home/bentoml"
+         " /home/bentoml/bento /home/bentoml/bento/src/service/service.py; do [ -w $f ] && echo $f; done; echo ---;"
+         " find /home/bentoml/bento ! -perm -o=r"],
+        capture_output=True, text=True, timeout=300,
+    )
+    user_name, tools, wheels, owned, writable, unreadable = (part.split() for part in probe.stdout.split("---"))
+    assert user_name == ["bentoml"], probe.stdout + probe.stderr
+    assert tools == [] and wheels == [], probe.stdout
+    assert owned == ["/home/bentoml/prometheus_multiproc_dir"], probe.stdout
+    assert writable == [], f"the runtime user can write {writable}"
+    assert unreadable == [], f"the runtime user cannot read {unreadable}"
+    # The venv holds exactly the lock's versions of the bentofile's closure (scripts/image_requirements.py).
+    dists = subprocess.run(
+        ["podman", "--runtime", "runc", "run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+         "--entrypoint", "/app/.venv/bin/python", env["SEQTUNE_IMAGE"], "-c",
+         "import importlib.metadata as m; print(' '.join(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()))"],
+        capture_output=True, text=True, timeout=300,
+    )
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    installed = {norm(d.split("==")[0]): d.split("==")[1] for d in dists.stdout.split()}
+    locked = dict((norm(m[1]), m[2]) for m in re.finditer(
+        r"^([A-Za-z0-9][\w.-]*)==(\S+)", (tmp_path / "work" / "build-tools" / "requirements.lock").read_text(), re.M))
+    assert installed == locked, {k: (installed.get(k), locked.get(k)) for k in installed.keys() | locked.keys()
+                                 if installed.get(k) != locked.get(k)}
+    health = subprocess.run(["podman", "image", "inspect", env["SEQTUNE_IMAGE"], "--format", "{{json .HealthCheck}}"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "/readyz" in health, f"no HEALTHCHECK on /readyz: {health}"
 
     try:
         t1 = time.monotonic()
         _sh("run", env=env, timeout=420)
         url = f"http://127.0.0.1:{port}"
         assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+        # It runs hardened: read-only root, no capabilities, no privilege gain; the image's
+        # HEALTHCHECK passes once the service is ready.
+        state = subprocess.run(
+            ["podman", "inspect", env["SEQTUNE_CONTAINER"], "--format",
+             "{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.SecurityOpt}} {{json .EffectiveCaps}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        assert state.startswith("true ") and "no-new-privileges" in state and state.rstrip().endswith(("[]", "null")), state
+        denied = subprocess.run(["podman", "exec", env["SEQTUNE_CONTAINER"], "touch", "/home/bentoml/bento/x"],
+                                capture_output=True, text=True)
+        assert denied.returncode != 0 and "Read-only file system" in denied.stderr, denied
+        checked = subprocess.run(["podman", "healthcheck", "run", env["SEQTUNE_CONTAINER"]], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
         # The image serves the tasks of the params.yaml it carries (the shipped one: smiles2iupac).
         inputs = ["CCO", "c1ccccc1"]
         assert requests.post(f"{url}/smiles2iupac", json={"smiles": inputs}, timeout=60).status_code == 401

@@ -222,3 +222,67 @@ def test_a_known_vulnerability_fails_the_audit():
     assert code == 1 and "audited 2 of 3 packages; not audited: rich" in msg and "jinja2==3.1.0: GHSA-xxxx (fixed in 3.1.6)" in msg
     report["dependencies"][1]["vulns"] = []
     assert audit.verdict(report) == (0, "audited 2 of 3 packages; not audited: rich: no known vulnerabilities")
+
+
+# ------------------------------------------------------------------ the image's requirements
+
+
+def load_image_requirements():
+    import importlib.util
+
+    import sys
+
+    spec = importlib.util.spec_from_file_location("image_requirements", REPO / "scripts" / "image_requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_image_installs_the_bentofile_closure_from_the_lock(tmp_path):
+    """The image's venv comes from the lock's hashed entries (scripts/image.sh), not from
+    BentoML resolving the bentofile's pins again: before, 23 of the image's 95 packages were
+    other versions than the ones tested (python-dateutil 4.0.0 for the lock's 2.9.0.post0)."""
+    text = load_image_requirements().image_requirements(LOCK, REPO / "service" / "bentofile.yaml")
+    image = parse_lock(text)  # the lock's own rule: every entry `==` with its sha256s
+    lock = parse_lock(LOCK.read_text())
+    assert all(image[name] == lock[name] for name in image), "an entry differs from the lock's"
+    import yaml
+
+    for spec in yaml.safe_load((REPO / "service" / "bentofile.yaml").read_text())["python"]["packages"]:
+        req = Requirement(spec)
+        assert canonicalize_name(req.name) in image, spec
+    # What the service imports at run time comes along (BentoML's own dependencies too) ...
+    for needed in ("bentoml", "torch", "transformers", "rdkit", "starlette", "uvicorn", "prometheus-client", "jinja2"):
+        assert needed in image, needed
+    # ... and nothing that only the dev and bench extras or the pipeline need.
+    for not_needed in ("pytest", "dvc", "mlflow", "peft", "trl", "datasets", "accelerate"):
+        assert not_needed not in image, not_needed
+
+
+@pytest.mark.parametrize(("bentofile", "why"), [
+    ("python:\n  packages: ['numpy==2.4.6', 'notinthelock==1.0']\n", "notinthelock is not in"),
+    ("python:\n  packages: ['numpy==9.9']\n", "pins numpy==9.9"),
+    ("python:\n  packages: ['numpy>=2']\n", "is not pinned with =="),
+])
+def test_the_image_requirements_refuse_a_bentofile_that_drifted(tmp_path, bentofile, why):
+    path = tmp_path / "bentofile.yaml"
+    path.write_text(bentofile)
+    with pytest.raises(SystemExit, match=re.escape(why)):
+        load_image_requirements().image_requirements(LOCK, path)
+
+
+def test_the_image_closure_follows_via_annotations(tmp_path):
+    lock = tmp_path / "requirements.lock"
+    h = " \\\n    --hash=sha256:" + "a" * 64 + "\n"
+    lock.write_text(
+        "bentoml==1.0" + h + "    # via seqtune (pyproject.toml)\n"
+        "child==1.0" + h + "    # via\n    #   bentoml\n    #   other\n"
+        "grandchild==2.0" + h + "    # via child\n"
+        "devonly==3.0" + h + "    # via\n    #   pytest\n    #   seqtune (pyproject.toml)\n"
+        "pytest==9.0" + h + "    # via seqtune (pyproject.toml)\n"
+    )
+    bentofile = tmp_path / "bentofile.yaml"
+    bentofile.write_text("python:\n  packages: []\n")
+    text = load_image_requirements().image_requirements(lock, bentofile)
+    assert sorted(parse_lock(text)) == ["bentoml", "child", "grandchild"]

@@ -41,13 +41,12 @@ PORT=${PORT:-3000}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
 OCI_RUNTIME=${SEQTUNE_OCI_RUNTIME:-runc}
 # Every build tool is pinned by sha256: uv's wheel for this platform here, torch's from the hashed
-# requirements.lock (its pin is the bentofile's).
+# requirements.lock (image_requirements.py stops the build if the bentofile pins another).
 UV_VERSION=0.13.9
 UV_SHA256=d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19  # manylinux x86_64 wheel
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
-# The base image's name lives in the overlay; the torch pin in the bentofile.
+# The base image's name lives in the overlay.
 BASE_IMAGE=$(sed -n 's/^ *base_image: *"\(.*\)"/\1/p' "$ROOT/service/bentofile-image.yaml")
-TORCH=$(sed -n 's/^ *- *"torch==\([^"]*\)".*/\1/p' "$ROOT/service/bentofile.yaml")
 
 base() {
     if podman image exists "$BASE_IMAGE"; then
@@ -76,14 +75,8 @@ tools() {
         cp "$TORCH_WHEEL" "$dir/wheels/"
     else
         # torch's entry of the hashed lock, so pip checks the wheel it gives against the lock.
-        "$PY" - "$ROOT/requirements.lock" "$TORCH" > "$WORK/downloads/torch.txt" <<'EOF'
-import re, sys
-lock, pin = open(sys.argv[1]).read(), sys.argv[2]
-block = re.search(rf"^torch=={re.escape(pin)}(\+\w+)? \\\n(?:[ \t]+--hash=\S+(?: \\)?\n)+", lock, re.M)
-if block is None:
-    sys.exit(f"requirements.lock has no hashed entry for torch=={pin}")
-print(block.group(0).rstrip().rstrip("\\"))
-EOF
+        "$PY" "$ROOT/scripts/image_requirements.py" --lock "$ROOT/requirements.lock" --package torch \
+            "$WORK/downloads/torch.txt"
         "$PY" -m pip download -q --no-deps --require-hashes -d "$dir/wheels" -r "$WORK/downloads/torch.txt"
     fi
     printf 'uv==%s --hash=sha256:%s\n' "$UV_VERSION" "$UV_SHA256" > "$WORK/downloads/uv.txt"

@@ -1,4 +1,5 @@
 """python scripts/image_requirements.py [--lock requirements.lock] [--bentofile service/bentofile.yaml] OUT
+   python scripts/image_requirements.py --package torch OUT     # one package's entry only (image.sh's torch wheel)
 
 The container image's requirements, hash-pinned, taken out of the project's hashed lock: the
 bentofile's packages and BentoML, with everything they need, each entry exactly as the lock has it
@@ -116,11 +117,19 @@ def image_requirements(lock: Path, bentofile: Path) -> str:
         f"# The image's requirements: {', '.join(roots)} and what they need, as {lock.name} pins them\n"
         f"# (scripts/image_requirements.py; {len(names)} packages). Install with --require-hashes.\n"
     )
-    body = []
-    for name in names:
-        lines = entries[name].lines
-        body.append("\n".join([*lines[:-1], lines[-1].rstrip(" \\")]))
-    return header + "\n".join(body) + "\n"
+    return header + "\n".join(requirement_text(entries[name]) for name in names) + "\n"
+
+
+def requirement_text(entry: LockEntry) -> str:
+    """The entry's requirement and --hash lines, as in the lock, without a trailing continuation."""
+    return "\n".join([*entry.lines[:-1], entry.lines[-1].rstrip(" \\")])
+
+
+def package_requirement(lock: Path, package: str) -> str:
+    entry = read_lock(lock).get(normalize(package))
+    if entry is None:
+        raise SystemExit(f"{lock} has no entry for {package}")
+    return requirement_text(entry) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,8 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--lock", type=Path, default=Path("requirements.lock"))
     parser.add_argument("--bentofile", type=Path, default=Path("service/bentofile.yaml"))
+    parser.add_argument("--package", help="write only this package's entry of the lock")
     args = parser.parse_args(argv)
-    text = image_requirements(args.lock, args.bentofile)
+    if args.package:
+        text = package_requirement(args.lock, args.package)
+    else:
+        text = image_requirements(args.lock, args.bentofile)
     args.out.write_text(text)
     print(f"{args.out}: {text.count('==')} pinned packages", file=sys.stderr)
 

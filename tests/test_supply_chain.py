@@ -286,3 +286,12 @@ def test_the_image_closure_follows_via_annotations(tmp_path):
     bentofile.write_text("python:\n  packages: []\n")
     text = load_image_requirements().image_requirements(lock, bentofile)
     assert sorted(parse_lock(text)) == ["bentoml", "child", "grandchild"]
+
+
+def test_one_package_entry_is_the_locks(tmp_path):
+    """scripts/image.sh downloads the torch wheel with this entry in hash-checking mode."""
+    module = load_image_requirements()
+    entry = parse_lock(module.package_requirement(LOCK, "torch"))
+    assert entry == {"torch": parse_lock(LOCK.read_text())["torch"]}
+    with pytest.raises(SystemExit, match="no entry for notinthelock"):
+        module.package_requirement(LOCK, "notinthelock")

@@ -22,17 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from packaging.utils import canonicalize_name
 
 ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)")
 VIA_ONE = re.compile(r"^\s+# via (?P<parent>.+)$")
 VIA_MANY = re.compile(r"^\s+#\s{3}(?P<parent>.+)$")
 # The image runs BentoML, which the bentofile does not list (BentoML adds it itself).
 ALWAYS = ("bentoml",)
-
-
-def normalize(name: str) -> str:
-    """PEP 503 name: the lock and the bentofile may spell one package two ways."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass
@@ -50,7 +46,7 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
     for line in path.read_text().splitlines():
         if m := ENTRY.match(line):
             current = LockEntry(m["name"], m["version"], [line])
-            entries[normalize(m["name"])] = current
+            entries[canonicalize_name(m["name"])] = current
             in_via = False
         elif current is None:
             continue
@@ -67,7 +63,7 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
             in_via = False
     for entry in entries.values():
         # "seqtune (pyproject.toml)" and "-r ..." are roots of the lock, not packages.
-        entry.parents = {normalize(p) for p in entry.parents if not p.startswith("-") and "(" not in p}
+        entry.parents = {canonicalize_name(p) for p in entry.parents if not p.startswith("-") and "(" not in p}
     return entries
 
 
@@ -78,7 +74,7 @@ def bentofile_pins(path: Path) -> dict[str, str]:
         name, sep, version = spec.partition("==")
         if not sep:
             raise SystemExit(f"{path}: {spec!r} is not pinned with ==")
-        pins[normalize(name)] = version.strip()
+        pins[canonicalize_name(name)] = version.strip()
     return pins
 
 
@@ -126,7 +122,7 @@ def requirement_text(entry: LockEntry) -> str:
 
 
 def package_requirement(lock: Path, package: str) -> str:
-    entry = read_lock(lock).get(normalize(package))
+    entry = read_lock(lock).get(canonicalize_name(package))
     if entry is None:
         raise SystemExit(f"{lock} has no entry for {package}")
     return requirement_text(entry) + "\n"

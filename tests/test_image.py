@@ -12,7 +12,6 @@ the package-install layer.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,9 +19,11 @@ import time
 
 import pytest
 import requests
+from packaging.utils import canonicalize_name
 
 from tests.ci import in_ci
 from tests.service_stack import PARAMS, REPO, free_port, seqtune_cli, tiny_champion
+from tests.test_supply_chain import parse_lock  # the lock's own reader
 
 SCRIPT = REPO / "scripts" / "image.sh"
 TOOLS = ("podman", "buildah", "mmdebstrap", "runc")
@@ -120,10 +121,9 @@ def test_image_builds_runs_and_answers(tmp_path, tiny_model_dir, monkeypatch):
          "import importlib.metadata as m; print(' '.join(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()))"],
         capture_output=True, text=True, timeout=300,
     )
-    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
-    installed = {norm(d.split("==")[0]): d.split("==")[1] for d in dists.stdout.split()}
-    locked = dict((norm(m[1]), m[2]) for m in re.finditer(
-        r"^([A-Za-z0-9][\w.-]*)==(\S+)", (tmp_path / "work" / "build-tools" / "requirements.lock").read_text(), re.M))
+    installed = {canonicalize_name(d.split("==")[0]): d.split("==")[1] for d in dists.stdout.split()}
+    locked = {name: version for name, (version, _) in
+              parse_lock((tmp_path / "work" / "build-tools" / "requirements.lock").read_text()).items()}
     assert installed == locked, {k: (installed.get(k), locked.get(k)) for k in installed.keys() | locked.keys()
                                  if installed.get(k) != locked.get(k)}
     health = subprocess.run(["podman", "image", "inspect", env["SEQTUNE_IMAGE"], "--format", "{{json .HealthCheck}}"],
